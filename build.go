@@ -1,0 +1,364 @@
+package buildlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Status is where a build is in its life. The last four are terminal.
+type Status string
+
+const (
+	StatusQueued    Status = "queued"
+	StatusBuilding  Status = "building"
+	StatusReady     Status = "ready"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+	StatusTimeout   Status = "timeout"
+)
+
+// Statuses lists every status.
+var Statuses = []Status{StatusQueued, StatusBuilding, StatusReady, StatusFailed, StatusCancelled, StatusTimeout}
+
+// Terminal reports whether no more entries can follow.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusReady, StatusFailed, StatusCancelled, StatusTimeout:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultTeam owns builds made by an admin key that names no team.
+const DefaultTeam = "default"
+
+// Build is one run of building a template, with the state of its log.
+// Optional fields are pointers or empty so that they stay absent in JSON.
+type Build struct {
+	ID          string          `json:"build_id"`
+	TemplateID  string          `json:"template_id"`
+	Team        string          `json:"team"`
+	Namespace   string          `json:"namespace,omitempty"`
+	Name        string          `json:"name,omitempty"`
+	Version     string          `json:"version,omitempty"`
+	TotalSteps  *int64          `json:"total_steps,omitempty"`
+	MaxAttempts *int64          `json:"max_attempts,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	Status      Status          `json:"status"`
+	CreatedAt   time.Time       `json:"created_at"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+	// NextOffset is the offset the next appended entry gets; since offsets
+	// are dense from 0 it is also the number of entries.
+	NextOffset uint64          `json:"next_offset"`
+	EntryCount uint64          `json:"entry_count"`
+	Result     json.RawMessage `json:"result,omitempty"`
+
+	// LastPhase is the phase of the newest entry that had one; dialect B
+	// labels a failed build's terminal frame with it.
+	LastPhase string `json:"-"`
+	// LastActivity is creation or the last append: the idle clock.
+	LastActivity time.Time `json:"-"`
+	// Secrets are masked out of messages at ingest; never returned.
+	Secrets []string `json:"-"`
+}
+
+var (
+	idRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	semverRE = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+)
+
+// ValidID reports whether s may be a build, template, namespace or name id.
+func ValidID(s string) bool { return idRE.MatchString(s) }
+
+// ValidVersion reports whether s is semver MAJOR.MINOR.PATCH[-pre][+build].
+func ValidVersion(s string) bool { return len(s) <= 128 && semverRE.MatchString(s) }
+
+// NewBuild is a create-build request as a producer sends it.
+type NewBuild struct {
+	BuildID     *string         `json:"build_id"`
+	Namespace   *string         `json:"namespace"`
+	Name        *string         `json:"name"`
+	Version     *string         `json:"version"`
+	TotalSteps  *int64          `json:"total_steps"`
+	MaxAttempts *int64          `json:"max_attempts"`
+	Metadata    json.RawMessage `json:"metadata"`
+	Team        *string         `json:"team"`
+	Secrets     []string        `json:"secrets"`
+}
+
+// DecodeNewBuild parses and validates a create-build body. An empty body is
+// an empty request. The build's id is left empty when none was given.
+func DecodeNewBuild(body []byte) (*NewBuild, error) {
+	var nb NewBuild
+	if len(bytes.TrimSpace(body)) == 0 {
+		return &nb, nil
+	}
+	if err := strictUnmarshal(body, &nb); err != nil {
+		return nil, Errorf(EInvalid, "body%s", fieldProblem(err))
+	}
+	if nb.BuildID != nil && !ValidID(*nb.BuildID) {
+		return nil, Errorf(EInvalid, "build_id: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+	}
+	if nb.Namespace != nil && !ValidID(*nb.Namespace) {
+		return nil, Errorf(EInvalid, "namespace: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+	}
+	if nb.Name != nil && !ValidID(*nb.Name) {
+		return nil, Errorf(EInvalid, "name: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+	}
+	if nb.Version != nil && !ValidVersion(*nb.Version) {
+		return nil, Errorf(EInvalid, "version: want semver MAJOR.MINOR.PATCH with optional -prerelease and +build, no leading v (e.g. 1.0.0)")
+	}
+	if (nb.Name == nil) != (nb.Version == nil) || (nb.Namespace != nil && nb.Name == nil) {
+		return nil, Errorf(EInvalid, "name, version: give both (and optionally namespace) or neither")
+	}
+	if nb.TotalSteps != nil && *nb.TotalSteps < 1 {
+		return nil, Errorf(EInvalid, "total_steps: want an integer ≥ 1")
+	}
+	if nb.MaxAttempts != nil && *nb.MaxAttempts < 1 {
+		return nil, Errorf(EInvalid, "max_attempts: want an integer ≥ 1")
+	}
+	if len(nb.Metadata) > 0 && string(nb.Metadata) != "null" {
+		var buf bytes.Buffer
+		if nb.Metadata[0] != '{' || json.Compact(&buf, nb.Metadata) != nil {
+			return nil, Errorf(EInvalid, "metadata: want a JSON object")
+		}
+		nb.Metadata = buf.Bytes()
+	} else {
+		nb.Metadata = nil
+	}
+	if nb.Team != nil && !ValidID(*nb.Team) {
+		return nil, Errorf(EInvalid, "team: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+	}
+	for i, s := range nb.Secrets {
+		if s == "" {
+			return nil, Errorf(EInvalid, "secrets[%d]: empty", i)
+		}
+	}
+	return &nb, nil
+}
+
+// Build makes the queued build nb describes.
+func (nb *NewBuild) Build(id, templateID, team string, now time.Time) *Build {
+	b := &Build{
+		ID: id, TemplateID: templateID, Team: team,
+		TotalSteps: nb.TotalSteps, MaxAttempts: nb.MaxAttempts, Metadata: nb.Metadata,
+		Status: StatusQueued, CreatedAt: now, UpdatedAt: now, LastActivity: now,
+		Secrets: nb.Secrets,
+	}
+	if nb.Name != nil {
+		b.Namespace, b.Name, b.Version = DefaultTeam, *nb.Name, *nb.Version
+		if nb.Namespace != nil {
+			b.Namespace = *nb.Namespace
+		}
+	}
+	return b
+}
+
+// Finish is a request to end a build.
+type Finish struct {
+	Status         Status          `json:"status"`
+	Message        *string         `json:"message"`
+	Result         json.RawMessage `json:"result"`
+	ResultMetadata json.RawMessage `json:"result_metadata"`
+	ErrorDetail    json.RawMessage `json:"error_detail"`
+
+	// Timestamp is the terminal entry's; the caller sets it.
+	Timestamp string `json:"-"`
+	// IdleBefore, when set, makes Finish conditional: it only ends a build
+	// whose last activity is before it (the idle sweep), else conflict. This
+	// keeps an append that races the sweep from being sealed behind.
+	IdleBefore time.Time `json:"-"`
+}
+
+// DecodeFinish parses and validates a finish body.
+func DecodeFinish(body []byte) (*Finish, error) {
+	var f Finish
+	if err := strictUnmarshal(body, &f); err != nil {
+		return nil, Errorf(EInvalid, "body%s", fieldProblem(err))
+	}
+	if f.Status == "" {
+		return nil, Errorf(EInvalid, "status: required; want one of ready, failed, cancelled, timeout")
+	}
+	if !f.Status.Terminal() {
+		return nil, Errorf(EInvalid, "status: want one of ready, failed, cancelled, timeout")
+	}
+	at := func(field, format string, args ...any) error {
+		return Errorf(EInvalid, field+": "+format, args...)
+	}
+	var err error
+	if f.Result, err = object(at, "result", f.Result); err != nil {
+		return nil, err
+	}
+	if f.ResultMetadata, err = object(at, "result_metadata", f.ResultMetadata); err != nil {
+		return nil, err
+	}
+	if f.ErrorDetail, err = object(at, "error_detail", f.ErrorDetail); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+var finishMessages = map[Status]string{
+	StatusReady:     "Build ready",
+	StatusFailed:    "Build failed",
+	StatusCancelled: "Build cancelled",
+	StatusTimeout:   "Build timed out",
+}
+
+// Entry is the terminal entry f appends: kind cancelled for a cancelled
+// build, end otherwise; level error unless ready.
+func (f *Finish) Entry() Entry {
+	e := Entry{Timestamp: f.Timestamp, Kind: KindEnd, Level: LevelError,
+		Result: f.Result, ResultMetadata: f.ResultMetadata, ErrorDetail: f.ErrorDetail}
+	switch f.Status {
+	case StatusReady:
+		e.Level = LevelInfo
+	case StatusCancelled:
+		e.Kind = KindCancelled
+	}
+	e.Message = finishMessages[f.Status]
+	if f.Message != nil {
+		e.Message = *f.Message
+	}
+	return e
+}
+
+// Batch is a validated append, encoded up to the offsets only the store can
+// assign under its lock.
+type Batch struct {
+	// Tails are the entries' canonical JSON after the offset (see
+	// AppendEntryTail).
+	Tails [][]byte
+	// FirstOffset, when set, is the offset the producer expects the batch
+	// to start at; it makes the append an idempotent retry.
+	FirstOffset *uint64
+	// Hash fingerprints the entries as sent; set when FirstOffset is.
+	Hash []byte
+	// LastPhase is the phase of the last entry that has one, or "".
+	LastPhase string
+	// Terminal marks the batch Finish writes.
+	Terminal bool
+}
+
+// NewBatch encodes entries for storage. Timestamps must be filled.
+func NewBatch(entries []Entry, firstOffset *uint64, hash []byte) *Batch {
+	b := &Batch{Tails: make([][]byte, len(entries)), FirstOffset: firstOffset, Hash: hash}
+	n := 0
+	for i := range entries {
+		n += 160 + len(entries[i].Message)
+	}
+	buf := make([]byte, 0, n)
+	for i := range entries {
+		start := len(buf)
+		buf = AppendEntryTail(buf, &entries[i])
+		b.Tails[i] = buf[start:len(buf):len(buf)]
+		if entries[i].Phase != "" {
+			b.LastPhase = entries[i].Phase
+		}
+	}
+	return b
+}
+
+// Len is the number of entries in the batch.
+func (b *Batch) Len() int { return len(b.Tails) }
+
+// Encode renders the batch as the chunk bytes readers are served: one
+// canonical entry per line, each line ending in '\n'.
+func (b *Batch) Encode(buildID, templateID string, first uint64) []byte {
+	n := 0
+	for _, t := range b.Tails {
+		n += len(t) + len(buildID) + len(templateID) + 64
+	}
+	dst := make([]byte, 0, n)
+	for i, t := range b.Tails {
+		dst = AppendEntryHead(dst, buildID, templateID, first+uint64(i))
+		dst = append(dst, t...)
+		dst = append(dst, '\n')
+	}
+	return dst
+}
+
+// Chunk is one stored batch: Count entries from offset First, as canonical
+// JSON lines, each ending in '\n'.
+type Chunk struct {
+	First    uint64
+	Count    int
+	Data     []byte
+	Terminal bool // the batch Finish wrote; nothing follows it
+}
+
+// End is the offset after the chunk's last entry.
+func (c Chunk) End() uint64 { return c.First + uint64(c.Count) }
+
+// From returns the chunk's entries from offset off on (which must lie in
+// [First, End]), without copying.
+func (c Chunk) From(off uint64) Chunk {
+	if off <= c.First {
+		return c
+	}
+	skip := int(off - c.First)
+	data := c.Data
+	for range skip {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			data = nil
+			break
+		}
+		data = data[i+1:]
+	}
+	return Chunk{First: off, Count: c.Count - skip, Data: data, Terminal: c.Terminal}
+}
+
+// Lines calls fn with each entry's offset and line (without the '\n').
+// It stops early when fn returns false.
+func (c Chunk) Lines(fn func(off uint64, line []byte) bool) {
+	data := c.Data
+	for off := c.First; len(data) > 0; off++ {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			i = len(data)
+		}
+		if !fn(off, data[:i]) {
+			return
+		}
+		if i == len(data) {
+			return
+		}
+		data = data[i+1:]
+	}
+}
+
+// AppendResult is what an append answers: the offsets its entries got.
+type AppendResult struct {
+	FirstOffset uint64 `json:"first_offset"`
+	NextOffset  uint64 `json:"next_offset"`
+	// Chunk is the stored batch, for live fan-out; empty on a replayed retry.
+	Chunk Chunk `json:"-"`
+	// Replayed is true when the batch had already been stored (a retry).
+	Replayed bool `json:"-"`
+}
+
+// ConflictAt is the error for an append whose first_offset is not next.
+func ConflictAt(next uint64, format string, args ...any) error {
+	e := Errorf(EConflict, format, args...)
+	e.NextOffset = &next
+	return e
+}
+
+// FormatOffset is strconv for offsets, for SSE ids.
+func FormatOffset(off uint64) string { return strconv.FormatUint(off, 10) }

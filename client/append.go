@@ -1,0 +1,124 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+
+	"buildlog"
+)
+
+// producerEntry is an entry as a producer sends it: what is empty is left
+// out, so the server applies its defaults (kind message, level info, its
+// clock for the timestamp) and the server-set fields are never sent.
+type producerEntry struct {
+	Timestamp      string          `json:"timestamp,omitempty"`
+	Kind           buildlog.Kind   `json:"kind,omitempty"`
+	Level          buildlog.Level  `json:"level,omitempty"`
+	Message        string          `json:"message"`
+	Phase          string          `json:"phase,omitempty"`
+	Source         *string         `json:"source,omitempty"`
+	StepIndex      *int64          `json:"step_index,omitempty"`
+	TotalSteps     *int64          `json:"total_steps,omitempty"`
+	Attempt        *int64          `json:"attempt,omitempty"`
+	MaxAttempts    *int64          `json:"max_attempts,omitempty"`
+	CacheKind      string          `json:"cache_kind,omitempty"`
+	CacheStatus    string          `json:"cache_status,omitempty"`
+	CacheReason    string          `json:"cache_reason,omitempty"`
+	CacheSubject   *string         `json:"cache_subject,omitempty"`
+	ErrorDetail    json.RawMessage `json:"error_detail,omitempty"`
+	Result         json.RawMessage `json:"result,omitempty"`
+	ResultMetadata json.RawMessage `json:"result_metadata,omitempty"`
+}
+
+func toProducer(e *buildlog.Entry) producerEntry {
+	return producerEntry{
+		Timestamp: e.Timestamp, Kind: e.Kind, Level: e.Level, Message: e.Message, Phase: e.Phase,
+		Source: e.Source, StepIndex: e.StepIndex, TotalSteps: e.TotalSteps, Attempt: e.Attempt,
+		MaxAttempts: e.MaxAttempts, CacheKind: e.CacheKind, CacheStatus: e.CacheStatus,
+		CacheReason: e.CacheReason, CacheSubject: e.CacheSubject, ErrorDetail: e.ErrorDetail,
+		Result: e.Result, ResultMetadata: e.ResultMetadata,
+	}
+}
+
+// appendBody encodes a batch with its first_offset.
+func appendBody(first uint64, entries []buildlog.Entry) ([]byte, error) {
+	body := struct {
+		Entries     []producerEntry `json:"entries"`
+		FirstOffset uint64          `json:"first_offset"`
+	}{make([]producerEntry, len(entries)), first}
+	for i := range entries {
+		body.Entries[i] = toProducer(&entries[i])
+	}
+	return json.Marshal(body)
+}
+
+// Append stores entries as one atomic batch starting at offset first, the
+// build's next offset as the caller knows it (Build's NextOffset, or the
+// NextOffset of the previous append). When the server cannot be reached or
+// answers 429/5xx it retries with backoff until ctx ends: the server stores
+// a batch only at its first_offset and answers a repeat of a stored batch
+// as it did the first time, so a retry after a lost answer never stores the
+// entries twice. A conflict error (with NextOffset set) means the log's
+// next offset is not first: another producer appended, or first was wrong.
+//
+// Entries without a Timestamp take the server's clock; a retry of them is
+// still recognised, since the server compares entries as they were sent.
+func (c *Client) Append(ctx context.Context, buildID string, first uint64, entries []buildlog.Entry) (buildlog.AppendResult, error) {
+	body, err := appendBody(first, entries)
+	if err != nil {
+		return buildlog.AppendResult{}, err
+	}
+	var res buildlog.AppendResult
+	err = c.retry(ctx, func() error {
+		return c.appendOnce(ctx, buildID, body, &res)
+	})
+	return res, err
+}
+
+func (c *Client) appendOnce(ctx context.Context, buildID string, body []byte, res *buildlog.AppendResult) error {
+	req, err := c.newRequest(ctx, "POST", "/v1/templates/builds/"+pathID(buildID)+"/logs", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	r, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	if err := json.NewDecoder(r.Body).Decode(res); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &TransportError{URL: c.base, Err: err}
+	}
+	return nil
+}
+
+// SplitMessage cuts s into pieces of at most max bytes, at UTF-8
+// character boundaries, so a line longer than the server's message limit
+// becomes several entries rather than a rejected batch. Invalid UTF-8 is
+// replaced first (as the server would), so lengths are what it measures.
+func SplitMessage(s string, max int) []string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if max < utf8.UTFMax {
+		max = utf8.UTFMax
+	}
+	if len(s) <= max {
+		return []string{s}
+	}
+	var out []string
+	for len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		out = append(out, s[:cut])
+		s = s[cut:]
+	}
+	return append(out, s)
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+
+	"buildlog"
+	"buildlog/client"
+)
+
+// Exit statuses of the client commands (docs/CLI.md lists them).
+const (
+	exitFailure     = 1   // an error: the server refused, or could not be reached
+	exitUsage       = 2   // a mistake in the command line
+	exitFailed      = 3   // logs -f: the build failed
+	exitCancelled   = 4   // logs -f: the build was cancelled
+	exitTimeout     = 5   // logs -f: the build timed out
+	exitInterrupted = 130 // Ctrl-C or SIGTERM, as shells report SIGINT
+)
+
+const defaultURL = "http://127.0.0.1:8080"
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	url, key string
+}
+
+func addClientFlags(fs *flag.FlagSet) *clientFlags {
+	cf := &clientFlags{}
+	fs.StringVar(&cf.url, "url", "", "server URL (default $BUILDLOG_URL, else "+defaultURL+")")
+	fs.StringVar(&cf.key, "api-key", "", "API key (default $BUILDLOG_API_KEY)")
+	return cf
+}
+
+// client makes the API client, taking what the flags left out from the
+// environment. Only BUILDLOG_URL and BUILDLOG_API_KEY are read: the other
+// BUILDLOG_* variables configure serve, and must not change what a client
+// command does.
+func (cf *clientFlags) client(env []string) (*client.Client, error) {
+	url, key := cf.url, cf.key
+	if url == "" {
+		url = getenv(env, "BUILDLOG_URL")
+	}
+	if url == "" {
+		url = defaultURL
+	}
+	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
+		return nil, usageError{fmt.Sprintf("server URL %q: want http://host:port or https://...", url)}
+	}
+	if key == "" {
+		key = getenv(env, "BUILDLOG_API_KEY")
+	}
+	if key == "" {
+		return nil, usageError{"no API key: set BUILDLOG_API_KEY or pass --api-key"}
+	}
+	return client.New(url, key, nil), nil
+}
+
+// newFlagSet is a flag set whose -h prints usage (a synopsis, a description
+// with an example) and then the flags.
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses flags given before, between or after the positional
+// arguments (`logs BUILD_ID -f` works as `logs -f BUILD_ID`); everything
+// after "--" is positional. -h is errHelp; a bad flag, already reported by
+// the flag package, exits 2.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, exitError(exitUsage)
+		}
+		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// errHelp ends a command that printed its help: exit 0.
+var errHelp = errors.New("help shown")
+
+// done finishes a client command: help is success, and errors become the
+// one line main prints (the server's message, without its code).
+func done(ctx context.Context, err error) error {
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return nil
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return exitError(exitInterrupted)
+	}
+	var ee exitError
+	var ue usageError
+	if errors.As(err, &ee) || errors.As(err, &ue) {
+		return err
+	}
+	var be *buildlog.Error
+	if errors.As(err, &be) {
+		return errors.New(be.Message)
+	}
+	return err
+}
+
+// colorMode is --color: auto (on a terminal, unless NO_COLOR is set),
+// always or never.
+type colorMode string
+
+func (m *colorMode) String() string { return string(*m) }
+func (m *colorMode) Set(s string) error {
+	switch s {
+	case "auto", "always", "never":
+		*m = colorMode(s)
+		return nil
+	}
+	return errors.New("want auto, always or never")
+}
+
+// enabled decides colour for out. NO_COLOR (https://no-color.org) is
+// honoured when set to anything non-empty.
+func (m colorMode) enabled(out io.Writer, env []string) bool {
+	switch m {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	return getenv(env, "NO_COLOR") == "" && isTerminal(out)
+}
+
+// isTerminal reports whether rw (a reader or writer) is a terminal, not
+// a pipe, a file or /dev/null.
+func isTerminal(rw any) bool {
+	f, ok := rw.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// shortDuration rounds d for people: ms under a minute, seconds above.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}

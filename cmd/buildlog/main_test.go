@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the real binary, built once for the tests that run it.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "buildlog-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "buildlog")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building buildlog: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a running `buildlog serve`.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	URL    string
+	out    *syncBuffer // stdout and stderr
+	done   chan struct{}
+	waited error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startServe runs the binary with args and env (added to a minimal
+// environment) and waits until /healthz answers.
+func startServe(t *testing.T, addr string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binPath, append([]string{"serve"}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	p := &proc{t: t, cmd: cmd, URL: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.waited = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			t.Fatalf("server exited early: %v\n%s", p.waited, p.out)
+		default:
+		}
+		if r, err := http.Get(p.URL + "/healthz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not healthy in time:\n%s", p.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func (p *proc) do(method, path, key, body string, hdr ...string) (int, []byte) {
+	p.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, p.URL+path, rd)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+func mustJSON(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("not JSON: %s", b)
+	}
+	return m
+}
+
+func TestBootstrapKeyPrintedOnce(t *testing.T) {
+	data := t.TempDir()
+	addr := freeAddr(t)
+	p := startServe(t, addr, nil, "--addr", addr, "--data", data)
+	out := p.out.String()
+	var key string
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "bl_") {
+			key = f
+		}
+	}
+	if key == "" {
+		t.Fatalf("first start printed no key:\n%s", out)
+	}
+	if code, body := p.do("POST", "/v1/keys", key, `{"team":"acme","scopes":["read"]}`); code != 201 {
+		t.Fatalf("bootstrap key is not admin: %d %s", code, body)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	p2 := startServe(t, addr, nil, "--addr", addr, "--data", data)
+	if strings.Contains(p2.out.String(), "bl_") {
+		t.Fatalf("second start printed a key again:\n%s", p2.out)
+	}
+	if strings.Contains(p2.out.String()+out[strings.Index(out, key)+len(key):], key) {
+		t.Fatal("the key appears in the server log")
+	}
+}
+
+func TestEnvAndFlags(t *testing.T) {
+	envAddr, flagAddr := freeAddr(t), freeAddr(t)
+	data := t.TempDir()
+	// The flag wins over the variable.
+	p := startServe(t, flagAddr, []string{"BUILDLOG_ADDR=" + envAddr, "BUILDLOG_DATA=" + data, "BUILDLOG_ADMIN_KEY=k"}, "--addr", flagAddr)
+	if _, err := http.Get("http://" + envAddr + "/healthz"); err == nil {
+		t.Fatal("listening on the env address although --addr was given")
+	}
+	if _, err := os.Stat(filepath.Join(data, "buildlog.db")); err != nil {
+		t.Fatalf("BUILDLOG_DATA ignored: %v", err)
+	}
+	p.kill()
+	// A variable alone configures the flag: a short idle timeout ends a silent build.
+	addr := freeAddr(t)
+	p = startServe(t, addr, []string{"BUILDLOG_ADDR=" + addr, "BUILDLOG_IDLE_TIMEOUT=300ms", "BUILDLOG_ADMIN_KEY=k"}, "--data", t.TempDir())
+	if code, body := p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_idle"}`); code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := p.do("GET", "/v1/templates/builds/tb_idle", "k", "")
+		if mustJSON(t, body)["status"] == "timeout" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build not timed out: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A bad value is a usage error naming the variable.
+	cmd := exec.Command(binPath, "serve", "--data", t.TempDir())
+	cmd.Env = []string{"BUILDLOG_IDLE_TIMEOUT=soon"}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "BUILDLOG_IDLE_TIMEOUT") {
+		t.Fatalf("bad env value: %v\n%s", err, out)
+	}
+}
+
+// SIGTERM ends open streams cleanly and the process exits promptly.
+func TestSIGTERMDrains(t *testing.T) {
+	addr := freeAddr(t)
+	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir())
+	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_1"}`)
+	p.do("POST", "/v1/templates/builds/tb_1/logs", "k", `[{"message":"a"}]`)
+	req, _ := http.NewRequest("GET", p.URL+"/v1/templates/builds/tb_1/logs?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer k")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	got := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(res.Body); got <- string(b) }()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case body := <-got:
+		if !strings.Contains(body, "id: 0\n") {
+			t.Fatalf("stream body %q", body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream still open after SIGTERM")
+	}
+	<-p.done
+	if p.waited != nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("exit %v after %v", p.waited, time.Since(start))
+	}
+}

@@ -1,0 +1,333 @@
+// Package httpapi serves buildlog over HTTP: the producer API, the reader
+// API in its three dialects, keys and stream tokens. Handlers return errors;
+// writeError is the one place a code becomes a status.
+package httpapi
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"buildlog"
+	"buildlog/internal/live"
+	"buildlog/internal/metrics"
+)
+
+// Config is what the API needs; zero limits take defaults.
+type Config struct {
+	// Store is where everything lives; the API wraps it so that commits
+	// reach Hub.
+	Store buildlog.Store
+	Hub   *live.Hub
+	// AdminKey, when set, is an admin key for every team (BUILDLOG_ADMIN_KEY).
+	AdminKey string
+	// Secret signs stream tokens and page tokens (Store.Secret).
+	Secret []byte
+	Logger *slog.Logger
+	Now    func() time.Time
+
+	Limits           buildlog.Limits
+	MaxBody          int64         // bytes per request body
+	Keepalive        time.Duration // comment interval on open streams
+	StreamTokenTTL   time.Duration
+	MaxStreamsPerKey int
+	// MaxStreams bounds the streams open on this server, whoever holds
+	// them: each costs a goroutine, buffers and a socket.
+	MaxStreams int
+	// RatePerKey is the requests per second one key (or one build's
+	// stream tokens) may make on average, with bursts up to RateBurst;
+	// 0 means no limit. RateBurst 0 means twice RatePerKey.
+	RatePerKey float64
+	RateBurst  int
+
+	// Metrics receives the server's measurements; nil records nothing.
+	Metrics *metrics.Metrics
+}
+
+// Defaults for Config's zero values; the serve flags show the same ones.
+const (
+	DefaultMaxBody          = 16 << 20
+	DefaultKeepalive        = 15 * time.Second
+	DefaultStreamTokenTTL   = 5 * time.Minute
+	DefaultMaxStreamsPerKey = 1000
+	DefaultMaxStreams       = 16384
+)
+
+// API is the HTTP face of a store.
+type API struct {
+	cfg      Config
+	store    buildlog.Store
+	hub      *live.Hub
+	reads    readGroup // followers' shared store reads
+	log      *slog.Logger
+	now      func() time.Time
+	adminKey []byte // hash of Config.AdminKey
+	tokenKey []byte // HMAC key for stream tokens
+	pageKey  []byte // HMAC key for dialect C page tokens
+	mux      *http.ServeMux
+
+	drain     chan struct{} // closed when streams should end
+	drainOnce sync.Once
+
+	streamsMu   sync.Mutex
+	streams     map[string]int // open streams by key id
+	streamCount int            // open streams on this server
+	// byKey holds the cancel funcs of each key's open streams, so that
+	// revoking a key ends them at once.
+	byKey map[string]map[*reqState]struct{}
+
+	limiter *limiter // nil without a rate limit
+}
+
+// New returns the API for cfg.
+func New(cfg Config) *API {
+	if cfg.Hub == nil {
+		cfg.Hub = live.New(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = DefaultKeepalive
+	}
+	if cfg.StreamTokenTTL <= 0 {
+		cfg.StreamTokenTTL = DefaultStreamTokenTTL
+	}
+	if cfg.MaxStreamsPerKey <= 0 {
+		cfg.MaxStreamsPerKey = DefaultMaxStreamsPerKey
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	a := &API{
+		cfg:     cfg,
+		store:   cfg.Hub.Publishing(cfg.Store),
+		hub:     cfg.Hub,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		drain:   make(chan struct{}),
+		streams: make(map[string]int),
+		byKey:   make(map[string]map[*reqState]struct{}),
+	}
+	if cfg.RatePerKey > 0 {
+		burst := cfg.RateBurst
+		if burst <= 0 {
+			burst = max(1, int(2*cfg.RatePerKey))
+		}
+		a.limiter = newLimiter(cfg.RatePerKey, burst, cfg.Now)
+	}
+	if cfg.AdminKey != "" {
+		a.adminKey = buildlog.HashKey(cfg.AdminKey)
+	}
+	a.tokenKey = derive(cfg.Secret, "stream-token")
+	a.pageKey = derive(cfg.Secret, "page-token")
+	a.routes()
+	return a
+}
+
+func derive(secret []byte, purpose string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
+}
+
+// Store is the publishing store the API writes through; other writers in
+// the process (the idle sweep) use it so followers hear of their commits.
+func (a *API) Store() buildlog.Store { return a.store }
+
+// Drain ends every open stream cleanly, so clients reconnect (elsewhere or
+// after a restart) with Last-Event-ID. Requests in flight finish normally.
+func (a *API) Drain() { a.drainOnce.Do(func() { close(a.drain) }) }
+
+// handlerFunc is a handler that reports failure by returning an error.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// reqState is what the layers of one request share through its context:
+// the route (a metrics label), the principal once authenticated, and a
+// cancel that ends the request early (a revoked key's stream).
+type reqState struct {
+	route  string
+	cancel context.CancelFunc
+	p      *principal
+}
+
+type reqStateKey struct{}
+
+func stateOf(r *http.Request) *reqState {
+	st, _ := r.Context().Value(reqStateKey{}).(*reqState)
+	return st
+}
+
+func (a *API) handle(pattern string, h handlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		st := &reqState{route: pattern, cancel: cancel}
+		r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		if err := h(rec, r); err != nil {
+			a.writeError(rec, r, err)
+		}
+		a.cfg.Metrics.Request(pattern, rec.status, time.Since(start))
+	})
+}
+
+// statusRecorder notes the status a handler sent, for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline;
+// without it streams would silently stop flushing.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (a *API) routes() {
+	a.mux = http.NewServeMux()
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.handle("GET /readyz", a.ready)
+	if a.cfg.Metrics != nil {
+		// Like /healthz, unauthenticated: scrapers carry no API key, and
+		// the figures name no build, team or key.
+		a.mux.Handle("GET /metrics", a.cfg.Metrics.Handler())
+	}
+
+	a.handle("POST /v1/templates/{template_id}/builds", a.createBuild)
+	a.handle("POST /v1/templates/builds/{build_id}/logs", a.appendLogs)
+	a.handle("POST /v1/templates/builds/{build_id}/finish", a.finishBuild)
+	a.handle("GET /v1/templates/builds/{build_id}", a.getBuild)
+	a.handle("GET /v1/templates/builds", a.listBuilds)
+	a.handle("GET /v1/templates/builds/{build_id}/logs", a.streamLogs)
+	a.handle("POST /v1/templates/builds/{build_id}/stream-token", a.createStreamToken)
+
+	a.handle(routeBuildEvents, a.buildEvents)
+	a.handle("GET /v1/builds/{buildId}/logs", a.pollLogs)
+	a.handle("GET /v1/builds/{buildId}", a.pollBuild)
+
+	a.handle("POST /v1/keys", a.createKey)
+	a.handle("GET /v1/keys", a.listKeys)
+	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+
+	// Anything else under the API prefixes is a JSON 404 (after auth, so
+	// the shape of the API is not probed for free).
+	notFound := func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := a.authenticate(r, buildlog.ScopeRead, ""); err != nil {
+			return err
+		}
+		return buildlog.Errorf(buildlog.ENotFound, "no route %s %s", r.Method, r.URL.Path)
+	}
+	a.handle("/v1/", notFound)
+	a.handle("/templates/", notFound)
+}
+
+// routeBuildEvents is dialect B's route, named because stream metrics are
+// labelled by dialect.
+const routeBuildEvents = "GET /templates/{namespace}/{name}/{version}/build/events"
+
+// ServeHTTP serves the API.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) ready(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.cfg.Store.Ping(ctx); err != nil {
+		a.log.Warn("readiness: store unreachable", "err", err)
+		return buildlog.Errorf(buildlog.EUnavailable, "store unreachable")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+var statusOf = map[string]int{
+	buildlog.EInvalid:      http.StatusBadRequest,
+	buildlog.EUnauthorized: http.StatusUnauthorized,
+	buildlog.EForbidden:    http.StatusForbidden,
+	buildlog.ENotFound:     http.StatusNotFound,
+	buildlog.EConflict:     http.StatusConflict,
+	buildlog.ETooLarge:     http.StatusRequestEntityTooLarge,
+	buildlog.EUnsupported:  http.StatusUnsupportedMediaType,
+	buildlog.ERateLimited:  http.StatusTooManyRequests,
+	buildlog.EUnavailable:  http.StatusServiceUnavailable,
+	buildlog.EInternal:     http.StatusInternalServerError,
+}
+
+// writeError is the one place an error becomes a status and a JSON body.
+// An error without a code comes from the store failing (I/O, a lost
+// connection, a full disk): the client sees 503 and may retry; the detail
+// goes to the log only.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *buildlog.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client left; nobody to answer
+		}
+		a.log.Error("store failure", "method", r.Method, "path", r.URL.Path, "err", err)
+		if st := stateOf(r); st != nil {
+			a.cfg.Metrics.StoreError(st.route)
+		}
+		e = buildlog.Errorf(buildlog.EUnavailable, "the store is unavailable; retry later")
+	}
+	switch e.Code {
+	case buildlog.EUnauthorized, buildlog.EForbidden:
+		a.cfg.Metrics.AuthFailure(e.Code)
+	}
+	status, ok := statusOf[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="buildlog"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	body := struct {
+		Error struct {
+			Code       string  `json:"code"`
+			Message    string  `json:"message"`
+			NextOffset *uint64 `json:"next_offset,omitempty"`
+		} `json:"error"`
+	}{}
+	body.Error.Code, body.Error.Message, body.Error.NextOffset = e.Code, e.Message, e.NextOffset
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

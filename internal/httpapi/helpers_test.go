@@ -1,0 +1,244 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"buildlog"
+	"buildlog/internal/httpapi"
+	"buildlog/internal/sqlite"
+	"buildlog/internal/sse"
+)
+
+const adminKey = "adm_test_key"
+
+type server struct {
+	t     *testing.T
+	URL   string
+	api   *httpapi.API
+	store buildlog.Store
+	now   *time.Time // when set, the API's clock
+}
+
+// newServer starts the real API over loopback on a real SQLite file.
+func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := st.Secret(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, store: st}
+	cfg := httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s.api = httpapi.New(cfg)
+	ts := httptest.NewServer(s.api)
+	t.Cleanup(func() {
+		s.api.Drain()
+		ts.Close()
+		st.Close()
+	})
+	s.URL = ts.URL
+	return s
+}
+
+type resp struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) String() string { return fmt.Sprintf("%d %s", r.code, r.body) }
+
+func (r resp) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("not a JSON object: %s", r)
+	}
+	return m
+}
+
+// errMessage returns error.message of a JSON error body.
+func (r resp) errMessage(t *testing.T) string {
+	t.Helper()
+	var m struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal(r.body, &m); err != nil || m.Error.Code == "" {
+		t.Fatalf("not a JSON error body: %s", r)
+	}
+	return m.Error.Message
+}
+
+// do sends a request; body may be nil, []byte, string or a value to JSON-encode.
+// hdr are header name, value pairs.
+func (s *server) do(method, path, key string, body any, hdr ...string) resp {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{res.StatusCode, res.Header, b}
+}
+
+func (s *server) want(r resp, code int) resp {
+	s.t.Helper()
+	if r.code != code {
+		s.t.Fatalf("status %d, want %d: %s", r.code, code, r.body)
+	}
+	return r
+}
+
+func (s *server) newBuild(fields map[string]any) string {
+	s.t.Helper()
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	if _, ok := fields["build_id"]; !ok {
+		fields["build_id"] = fmt.Sprintf("tb_%d", time.Now().UnixNano())
+	}
+	s.want(s.do("POST", "/v1/templates/tmpl_1/builds", adminKey, fields), 201)
+	return fields["build_id"].(string)
+}
+
+func msgs(from, n int) []map[string]any {
+	out := make([]map[string]any, n)
+	for i := range out {
+		out[i] = map[string]any{"message": "line " + strconv.Itoa(from+i)}
+	}
+	return out
+}
+
+func (s *server) append(id string, entries any) (first, next uint64) {
+	s.t.Helper()
+	r := s.want(s.do("POST", "/v1/templates/builds/"+id+"/logs", adminKey, entries), 200)
+	var out struct {
+		First uint64 `json:"first_offset"`
+		Next  uint64 `json:"next_offset"`
+	}
+	if err := json.Unmarshal(r.body, &out); err != nil {
+		s.t.Fatal(err)
+	}
+	return out.First, out.Next
+}
+
+func (s *server) finish(id, status string) resp {
+	s.t.Helper()
+	return s.do("POST", "/v1/templates/builds/"+id+"/finish", adminKey, map[string]any{"status": status})
+}
+
+func (s *server) build(id string) map[string]any {
+	s.t.Helper()
+	return s.want(s.do("GET", "/v1/templates/builds/"+id, adminKey, nil), 200).json(s.t)
+}
+
+func (s *server) nextOffset(id string) uint64 {
+	s.t.Helper()
+	return uint64(s.build(id)["next_offset"].(float64))
+}
+
+// stream is an open SSE response.
+type stream struct {
+	code int
+	resp *http.Response
+	rd   *sse.Reader
+	stop context.CancelFunc
+}
+
+func (s *server) open(path, key string, hdr ...string) *stream {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+path, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		s.t.Fatalf("GET %s: %v", path, err)
+	}
+	st := &stream{code: res.StatusCode, resp: res, rd: sse.NewReader(res.Body), stop: cancel}
+	s.t.Cleanup(st.close)
+	return st
+}
+
+func (st *stream) close() { st.stop(); st.resp.Body.Close() }
+
+// all reads events until the stream ends; it fails after timeout.
+func (st *stream) all(t *testing.T, timeout time.Duration) []sse.Event {
+	t.Helper()
+	timer := time.AfterFunc(timeout, st.stop)
+	defer timer.Stop()
+	var evs []sse.Event
+	for {
+		ev, err := st.rd.Next()
+		if err == io.EOF {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("stream broke after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// checkDense asserts events carry ids from..from+len-1 and matching offsets.
+func checkDense(t *testing.T, evs []sse.Event, from uint64) {
+	t.Helper()
+	for i, ev := range evs {
+		want := from + uint64(i)
+		if ev.ID != strconv.FormatUint(want, 10) {
+			t.Fatalf("event %d has id %q, want %d", i, ev.ID, want)
+		}
+		var e buildlog.Entry
+		if err := json.Unmarshal(ev.Data, &e); err != nil {
+			t.Fatalf("event %d data is not an entry: %s", i, ev.Data)
+		}
+		if e.Offset != want {
+			t.Fatalf("event id %d carries offset %d", want, e.Offset)
+		}
+	}
+}

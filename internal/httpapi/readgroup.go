@@ -1,0 +1,72 @@
+package httpapi
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"buildlog"
+)
+
+// readGroup lets the followers of a build who need the same store read
+// share one. A commit wakes every follower at once; when memory cannot
+// answer (a store shared with other servers, or followers behind what
+// memory holds) each would otherwise query the store for the same offset:
+// 2,000 followers at 10 commits/s made 20,000 queries a second.
+//
+// A shared read must never be older than a follower's wake-up, or it could
+// miss the commit that woke it and the follower would wait for a commit
+// that already happened. So reads are shared only among followers holding
+// the same wake channel: a read begun by one of them began after that
+// channel was made, so it sees every commit that closed an earlier one.
+type readGroup struct {
+	mu    sync.Mutex
+	calls map[readKey]*readCall
+}
+
+type readKey struct {
+	build string
+	from  uint64
+	wake  <-chan struct{}
+}
+
+type readCall struct {
+	done   chan struct{}
+	chunks []buildlog.Chunk
+	err    error
+}
+
+// read returns the store's chunks of build from offset from on, for a
+// follower holding wake. The slice is the caller's own (callers trim it in
+// place); the bytes are shared and never written.
+func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, from uint64, wake <-chan struct{}) ([]buildlog.Chunk, error) {
+	k := readKey{build, from, wake}
+	g.mu.Lock()
+	if c := g.calls[k]; c != nil {
+		g.mu.Unlock()
+		select {
+		case <-c.done:
+			if c.err == nil {
+				return slices.Clone(c.chunks), nil
+			}
+			// The failure may be the leader's own (its client left): read
+			// for ourselves rather than inherit it.
+			return st.ReadLog(ctx, build, from, readPage)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if g.calls == nil {
+		g.calls = make(map[readKey]*readCall)
+	}
+	c := &readCall{done: make(chan struct{})}
+	g.calls[k] = c
+	g.mu.Unlock()
+
+	c.chunks, c.err = st.ReadLog(ctx, build, from, readPage)
+	g.mu.Lock()
+	delete(g.calls, k)
+	g.mu.Unlock()
+	close(c.done)
+	return slices.Clone(c.chunks), c.err
+}

@@ -1,0 +1,181 @@
+// Package metrics is buildlog's one use of the Prometheus client: the
+// counters, gauges and histograms the server exports at GET /metrics, kept
+// behind methods so the rest of the server never imports client_golang.
+//
+// Every Metrics has its own registry, so several servers in one test
+// process do not collide; a nil *Metrics records nothing.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the server's instruments.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+	appends         prometheus.Counter
+	appendedEntries prometheus.Counter
+	appendedBytes   prometheus.Counter
+	appendDuration  prometheus.Histogram
+	openStreams     *prometheus.GaugeVec
+	followerLag     prometheus.Histogram
+	storeErrors     *prometheus.CounterVec
+	authFailures    *prometheus.CounterVec
+	rejected        *prometheus.CounterVec
+	revokedStreams  prometheus.Counter
+}
+
+// New returns a fresh set of instruments on their own registry, with the
+// Go runtime and process collectors beside them.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "buildlog_http_requests_total",
+		Help: "HTTP requests answered, by route pattern and status code.",
+	}, []string{"route", "code"})
+	m.requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "buildlog_http_request_duration_seconds",
+		Help: "Time from request to the handler's return, by route pattern; for streams, the stream's life.",
+		// From a cached read (~100µs) to a long stream (hours).
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60, 600, 3600},
+	}, []string{"route"})
+	m.appends = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_appends_total",
+		Help: "Append batches stored (a replayed idempotent retry is not counted).",
+	})
+	m.appendedEntries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_appended_entries_total",
+		Help: "Log entries stored by appends.",
+	})
+	m.appendedBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_appended_bytes_total",
+		Help: "Bytes of canonical entry JSON stored by appends.",
+	})
+	m.appendDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "buildlog_append_duration_seconds",
+		Help:    "Time the store took to commit an append durably.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	m.openStreams = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "buildlog_open_streams",
+		Help: "Streams open now, by dialect (a, b).",
+	}, []string{"dialect"})
+	m.followerLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "buildlog_follower_lag_entries",
+		Help:    "Entries a following stream was behind each time it caught up (entries it read at once; a store read counts at most one page).",
+		Buckets: []float64{0, 1, 10, 100, 1000, 10000, 100000},
+	})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "buildlog_store_errors_total",
+		Help: "Requests failed by the store (I/O, lost connection, full disk), answered 503, by route pattern.",
+	}, []string{"route"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "buildlog_auth_failures_total",
+		Help: "Requests refused by authentication (401) or authorisation (403).",
+	}, []string{"reason"})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "buildlog_rate_limited_total",
+		Help: "Requests answered 429, by limit (streams_per_key, streams_per_server, rate_per_key).",
+	}, []string{"limit"})
+	m.revokedStreams = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_revoked_streams_total",
+		Help: "Open streams ended because their key was revoked.",
+	})
+	m.reg.MustRegister(m.requests, m.requestDuration, m.appends, m.appendedEntries, m.appendedBytes,
+		m.appendDuration, m.openStreams, m.followerLag, m.storeErrors, m.authFailures, m.rejected,
+		m.revokedStreams,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The series a dashboard expects exist from the start, at zero.
+	for _, d := range []string{"a", "b"} {
+		m.openStreams.WithLabelValues(d)
+	}
+	for _, r := range []string{"unauthorized", "forbidden"} {
+		m.authFailures.WithLabelValues(r)
+	}
+	return m
+}
+
+// Handler serves the Prometheus text exposition.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Request records one answered request. route is the mux pattern, never
+// the raw path, so ids do not become label values.
+func (m *Metrics) Request(route string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.requestDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Appended records a stored batch.
+func (m *Metrics) Appended(entries, bytes int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.appends.Inc()
+	m.appendedEntries.Add(float64(entries))
+	m.appendedBytes.Add(float64(bytes))
+	m.appendDuration.Observe(d.Seconds())
+}
+
+// StreamOpened counts an open stream of dialect; call the result when it ends.
+func (m *Metrics) StreamOpened(dialect string) func() {
+	if m == nil {
+		return func() {}
+	}
+	g := m.openStreams.WithLabelValues(dialect)
+	g.Inc()
+	return g.Dec
+}
+
+// FollowerLag records how many entries a follower read at once.
+func (m *Metrics) FollowerLag(entries int) {
+	if m == nil {
+		return
+	}
+	m.followerLag.Observe(float64(entries))
+}
+
+// StoreError records a request the store failed.
+func (m *Metrics) StoreError(route string) {
+	if m == nil {
+		return
+	}
+	m.storeErrors.WithLabelValues(route).Inc()
+}
+
+// AuthFailure records a 401 (reason "unauthorized") or 403 ("forbidden").
+func (m *Metrics) AuthFailure(reason string) {
+	if m == nil {
+		return
+	}
+	m.authFailures.WithLabelValues(reason).Inc()
+}
+
+// RateLimited records a 429 and the limit that caused it.
+func (m *Metrics) RateLimited(limit string) {
+	if m == nil {
+		return
+	}
+	m.rejected.WithLabelValues(limit).Inc()
+}
+
+// StreamRevoked records a stream ended by its key's revocation.
+func (m *Metrics) StreamRevoked() {
+	if m == nil {
+		return
+	}
+	m.revokedStreams.Inc()
+}

@@ -1,0 +1,104 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"buildlog"
+)
+
+const keyColumns = `id, team, scopes, name, created_at, hash`
+
+func scanKey(row pgx.Row) (*buildlog.Key, error) {
+	var (
+		k       buildlog.Key
+		scopes  []string
+		created time.Time
+	)
+	if err := row.Scan(&k.ID, &k.Team, &scopes, &k.Name, &created, &k.Hash); err != nil {
+		return nil, err
+	}
+	k.CreatedAt = created.UTC()
+	k.Scopes = make([]buildlog.Scope, len(scopes))
+	for i, sc := range scopes {
+		k.Scopes[i] = buildlog.Scope(sc)
+	}
+	return &k, nil
+}
+
+// CreateKey stores k; conflict if its id (or, improbably, its hash) exists.
+func (s *Store) CreateKey(ctx context.Context, k *buildlog.Key) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	scopes := make([]string, len(k.Scopes))
+	for i, sc := range k.Scopes {
+		scopes[i] = string(sc)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+		k.ID, k.Team, scopes, k.Name, k.CreatedAt, k.Hash)
+	if isUniqueViolation(err) {
+		return buildlog.Errorf(buildlog.EConflict, "key %s already exists", k.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: create key: %w", err)
+	}
+	return nil
+}
+
+// KeyByHash returns the key whose hash is hash; not_found if none. The
+// lookup is by equality on an index: the hash is of a 256-bit random
+// secret, so its timing tells an attacker nothing useful.
+func (s *Store) KeyByHash(ctx context.Context, hash []byte) (*buildlog.Key, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM keys WHERE hash = $1`, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, buildlog.Errorf(buildlog.ENotFound, "no such key")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: key by hash: %w", err)
+	}
+	return k, nil
+}
+
+// Keys lists every key, oldest first.
+func (s *Store) Keys(ctx context.Context) ([]*buildlog.Key, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM keys ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: keys: %w", err)
+	}
+	defer rows.Close()
+	var out []*buildlog.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: keys: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteKey revokes a key at once, on every server (each looks keys up in
+// the database); not_found if there is none.
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, `DELETE FROM keys WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("postgres: delete key: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return buildlog.Errorf(buildlog.ENotFound, "key %s not found", id)
+	}
+	return nil
+}

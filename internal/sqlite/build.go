@@ -1,0 +1,216 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"buildlog"
+)
+
+// buildCols is the column list scanBuild reads, in its order.
+const buildCols = `id, template_id, team, namespace, name, version, total_steps, max_attempts,
+	metadata, status, created_at, started_at, finished_at, updated_at, next_offset, entry_count,
+	result, last_phase, last_activity, secrets`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanBuild(row scanner) (*buildlog.Build, error) {
+	var (
+		b                            buildlog.Build
+		totalSteps, maxAttempts      sql.NullInt64
+		started, finished            sql.NullInt64
+		created, updated, activity   int64
+		next, count                  int64
+		status                       string
+		secrets                      sql.NullString
+		metadata, result             []byte
+		namespace, name, version, ph string
+	)
+	err := row.Scan(&b.ID, &b.TemplateID, &b.Team, &namespace, &name, &version, &totalSteps, &maxAttempts,
+		&metadata, &status, &created, &started, &finished, &updated, &next, &count,
+		&result, &ph, &activity, &secrets)
+	if err != nil {
+		return nil, err
+	}
+	b.Namespace, b.Name, b.Version, b.LastPhase = namespace, name, version, ph
+	if totalSteps.Valid {
+		b.TotalSteps = &totalSteps.Int64
+	}
+	if maxAttempts.Valid {
+		b.MaxAttempts = &maxAttempts.Int64
+	}
+	if len(metadata) > 0 {
+		b.Metadata = metadata
+	}
+	if len(result) > 0 {
+		b.Result = result
+	}
+	b.Status = buildlog.Status(status)
+	b.CreatedAt, b.UpdatedAt, b.LastActivity = fromNanos(created), fromNanos(updated), fromNanos(activity)
+	b.StartedAt, b.FinishedAt = fromNullNanos(started), fromNullNanos(finished)
+	b.NextOffset, b.EntryCount = uint64(next), uint64(count)
+	if secrets.Valid {
+		if err := json.Unmarshal([]byte(secrets.String), &b.Secrets); err != nil {
+			return nil, err
+		}
+	}
+	return &b, nil
+}
+
+func nullInt(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// CreateBuild stores b; conflict if its id exists.
+func (s *Store) CreateBuild(ctx context.Context, b *buildlog.Build) error {
+	var secrets any
+	if b.Secrets != nil {
+		j, err := json.Marshal(b.Secrets)
+		if err != nil {
+			return wrap("create build", err)
+		}
+		secrets = string(j)
+	}
+	status := b.Status
+	if status == "" {
+		status = buildlog.StatusQueued
+	}
+	res, err := s.w.ExecContext(ctx, `INSERT INTO builds (`+buildCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`,
+		b.ID, b.TemplateID, b.Team, b.Namespace, b.Name, b.Version, nullInt(b.TotalSteps), nullInt(b.MaxAttempts),
+		nullBytes(b.Metadata), string(status), nanos(b.CreatedAt), nullNanos(b.StartedAt), nullNanos(b.FinishedAt),
+		nanos(b.UpdatedAt), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), b.LastPhase,
+		nanos(b.LastActivity), secrets)
+	if err != nil {
+		return wrap("create build", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return wrap("create build", err)
+	} else if n == 0 {
+		return buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID)
+	}
+	return nil
+}
+
+// Build returns the build with id; not_found if there is none.
+func (s *Store) Build(ctx context.Context, id string) (*buildlog.Build, error) {
+	b, err := scanBuild(s.build.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(id)
+	}
+	return b, wrap("read build", err)
+}
+
+func notFound(id string) error {
+	return buildlog.Errorf(buildlog.ENotFound, "build %s not found", id)
+}
+
+// Builds lists builds newest first (by CreatedAt, then ID descending); a
+// Limit of 0 or less lists them all.
+func (s *Store) Builds(ctx context.Context, f buildlog.BuildFilter) ([]*buildlog.Build, error) {
+	var where []string
+	var args []any
+	if f.Team != "" {
+		where, args = append(where, "team = ?"), append(args, f.Team)
+	}
+	if f.TemplateID != "" {
+		where, args = append(where, "template_id = ?"), append(args, f.TemplateID)
+	}
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, string(f.Status))
+	}
+	if f.After != nil {
+		where = append(where, "(created_at, id) < (?, ?)")
+		args = append(args, nanos(f.After.CreatedAt), f.After.ID)
+	}
+	q := `SELECT ` + buildCols + ` FROM builds`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY created_at DESC, id DESC`
+	if f.Limit > 0 {
+		q, args = q+` LIMIT ?`, append(args, f.Limit)
+	}
+	return s.queryBuilds(ctx, q, args...)
+}
+
+func (s *Store) queryBuilds(ctx context.Context, q string, args ...any) ([]*buildlog.Build, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, wrap("list builds", err)
+	}
+	defer rows.Close()
+	var out []*buildlog.Build
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, wrap("list builds", err)
+		}
+		out = append(out, b)
+	}
+	return out, wrap("list builds", rows.Err())
+}
+
+// LatestBuild returns the newest build of namespace/name/version visible to
+// team ("" for every team); not_found if there is none.
+func (s *Store) LatestBuild(ctx context.Context, team, namespace, name, version string) (*buildlog.Build, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+buildCols+` FROM builds
+		WHERE namespace = ?1 AND name = ?2 AND version = ?3 AND (?4 = '' OR team = ?4)
+		ORDER BY created_at DESC, id DESC LIMIT 1`, namespace, name, version, team)
+	b, err := scanBuild(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, buildlog.Errorf(buildlog.ENotFound, "no build of %s/%s/%s", namespace, name, version)
+	}
+	return b, wrap("latest build", err)
+}
+
+// IdleBuilds returns ids of unfinished builds whose last activity is before
+// t, oldest first, at most limit (all of them when limit ≤ 0).
+func (s *Store) IdleBuilds(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM builds
+		WHERE finished_at IS NULL AND last_activity < ?
+		ORDER BY last_activity, id LIMIT ?`, nanos(before), sqlLimit(limit))
+	if err != nil {
+		return nil, wrap("idle builds", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrap("idle builds", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, wrap("idle builds", rows.Err())
+}
+
+// DeleteFinished deletes up to limit builds (all when limit ≤ 0) that
+// finished before t, oldest first; their chunks go with them (ON DELETE
+// CASCADE), in the same transaction.
+func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM builds WHERE id IN (
+		SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < ?
+		ORDER BY finished_at, id LIMIT ?)`, nanos(before), sqlLimit(limit))
+	if err != nil {
+		return 0, wrap("delete finished", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), wrap("delete finished", err)
+}
+
+// sqlLimit maps "no limit" (≤ 0) to SQLite's -1.
+func sqlLimit(limit int) int {
+	if limit <= 0 {
+		return -1
+	}
+	return limit
+}

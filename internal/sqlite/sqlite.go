@@ -1,0 +1,390 @@
+// Package sqlite is the embedded default buildlog.Store: one SQLite
+// database file in a data directory, written durably (WAL with
+// synchronous=FULL, so an acknowledged append survives kill -9 and power
+// loss) through a single writer connection, read through a separate pool.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"buildlog"
+)
+
+// FileName is the database file Open keeps in its directory.
+const FileName = "buildlog.db"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a buildlog.Store on SQLite. It is safe for concurrent use.
+type Store struct {
+	// w has exactly one connection, so writers queue for it in Go rather
+	// than spin on SQLITE_BUSY, and offsets are assigned one batch at a time.
+	w *sql.DB
+	// r is a pool of read-only connections; WAL lets them read the last
+	// commit while the writer is mid-transaction.
+	r *sql.DB
+
+	// ck checkpoints the WAL into the database file in the background, on
+	// a connection of its own, so that appends do not: measured, the
+	// writer spent half its time in SQLite's automatic checkpoint (copying
+	// ~4 MiB and two fsyncs every ~25 large commits), during which every
+	// other append waited. The writer's own autocheckpoint stays, at a
+	// higher mark, as the backstop that lets the WAL restart from its
+	// beginning under a writer that never pauses.
+	ck      *sql.DB
+	ckKick  chan struct{}
+	ckStop  context.CancelFunc
+	ckDone  chan struct{}
+	closeMu sync.Once
+
+	// Statements prepared once, so a write does not parse SQL while it
+	// holds the only writer connection.
+	appendBuild, insertChunk, updateAppend, chunkAt *sql.Stmt // on w
+	readLog, build                                  *sql.Stmt // on r
+
+	secretMu sync.Mutex
+	secret   []byte // cached: it never changes once created
+}
+
+var _ buildlog.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store in dir, applying any schema
+// migrations the database has not had yet.
+func Open(ctx context.Context, dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("sqlite: create data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+
+	w, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	// Opening the writer first switches the file to WAL before any reader
+	// connects.
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if err := migrate(ctx, w, migrations); err != nil {
+		w.Close()
+		return nil, err
+	}
+
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	if err := r.PingContext(ctx); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	ck, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	ck.SetConnMaxLifetime(0)
+	ck.SetConnMaxIdleTime(0)
+	bg, stop := context.WithCancel(context.Background())
+	s := &Store{w: w, r: r, ck: ck, ckKick: make(chan struct{}, 1), ckStop: stop, ckDone: make(chan struct{})}
+	go s.checkpointer(bg)
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// checkpointEvery gathers the commits of this long into one background
+// checkpoint: sooner copies the same pages in more, smaller steps.
+const checkpointEvery = 100 * time.Millisecond
+
+// writerCheckpointPages is the WAL size, in pages, at which the writer
+// checkpoints by itself (SQLite's default is 1000): reached only when the
+// background checkpoints have not caught up. 2,000 pages of 16 KiB is
+// 32 MiB of WAL.
+const writerCheckpointPages = 2000
+
+// checkpointer runs a PASSIVE checkpoint (which never blocks the writer or
+// readers) after commits, at most every checkpointEvery. Failures are left
+// to the next round and to the writer's own autocheckpoint.
+func (s *Store) checkpointer(ctx context.Context) {
+	defer close(s.ckDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ckKick:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(checkpointEvery):
+		}
+		var busy, frames, done int64
+		s.ck.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done)
+	}
+}
+
+// kick asks for a background checkpoint after a commit; it never blocks.
+func (s *Store) kick() {
+	select {
+	case s.ckKick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		db   *sql.DB
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset FROM builds WHERE id = ?`},
+		{s.w, &s.insertChunk, `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES (?, ?, ?, ?, ?, ?)`},
+		{s.w, &s.updateAppend, `UPDATE builds SET
+			status = CASE status WHEN 'queued' THEN 'building' ELSE status END,
+			started_at = coalesce(started_at, ?1),
+			next_offset = ?2,
+			entry_count = entry_count + ?3,
+			last_phase = coalesce(nullif(?4, ''), last_phase),
+			last_activity = ?1,
+			updated_at = ?1
+		WHERE id = ?5`},
+		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
+		// The subquery seeks, on (build_id, first_offset), the last chunk
+		// starting at or before the offset; chunks are dense, so it holds
+		// the offset unless that is at or past the end.
+		{s.r, &s.readLog, `SELECT first_offset, count, terminal, data FROM chunks
+			WHERE build_id = ?1 AND first_offset >= coalesce(
+				(SELECT max(first_offset) FROM chunks WHERE build_id = ?1 AND first_offset <= ?2), 0)
+			ORDER BY first_offset`},
+		{s.r, &s.build, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},
+	} {
+		stmt, err := p.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return err
+		}
+		*p.stmt = stmt
+	}
+	return nil
+}
+
+// dsn is the modernc.org/sqlite connection string for path. Every pragma is
+// per connection except journal_mode, which the file keeps.
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", "10000") // other processes (the CLI on --data) may hold the lock briefly
+	q.Set("_foreign_keys", "1")
+	if readOnly {
+		q.Set("_query_only", "1")
+	} else {
+		// 16 KiB pages: a 1,000-entry chunk (~160 KiB) then spans ~10
+		// overflow pages instead of ~40, so fewer WAL frames to write and
+		// fewer pages to walk on replay. It takes effect only when the file
+		// is created; an existing store keeps its page size.
+		q.Add("_pragma", "page_size(16384)")
+		q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(writerCheckpointPages)+")")
+		q.Set("_journal_mode", "WAL")
+		// FULL syncs the WAL on every commit: NORMAL would survive a
+		// process crash but could lose acknowledged commits on power loss.
+		q.Set("_synchronous", "FULL")
+		// Take the write lock at BEGIN, so a transaction never fails to
+		// upgrade from read to write halfway through.
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// Close closes both pools; the last close checkpoints the WAL.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() {
+		s.ckStop()
+		<-s.ckDone
+	})
+	var errs []error
+	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.updateAppend, s.chunkAt, s.readLog, s.build} {
+		if stmt != nil {
+			errs = append(errs, stmt.Close())
+		}
+	}
+	return errors.Join(append(errs, s.ck.Close(), s.r.Close(), s.w.Close())...)
+}
+
+// Ping reports whether the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// migration is one numbered schema change.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads NNNN_name.sql files from fsys's migrations directory,
+// in version order.
+func loadMigrations(fsys fs.FS) ([]migration, error) {
+	paths, err := fs.Glob(fsys, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	seen := map[int]string{}
+	for _, p := range paths {
+		base := strings.TrimSuffix(filepath.Base(p), ".sql")
+		num, _, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("sqlite: migration %s: want a name like 0001_name.sql", p)
+		}
+		if other, dup := seen[v]; dup {
+			return nil, fmt.Errorf("sqlite: migrations %s and %s share version %d", other, p, v)
+		}
+		seen[v] = p
+		body, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: base, sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// migrate applies, in order, each migration not yet recorded in
+// schema_migrations, each in its own transaction with its record, so a
+// failed migration leaves the database as the previous one left it.
+func migrate(ctx context.Context, db *sql.DB, fsys fs.FS) error {
+	ms, err := loadMigrations(fsys)
+	if err != nil {
+		return err
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
+	}
+	for _, m := range ms {
+		if err := applyMigration(ctx, db, m); err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	// Checked inside the (immediate) transaction, so two processes opening
+	// one database at once do not both apply it.
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.version, m.name, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// zeroTime stands for the zero time.Time, which has no unix nanoseconds.
+const zeroTime = math.MinInt64
+
+// nanos is how times are stored: unix nanoseconds, lossless for the
+// years 1678–2262.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return zeroTime
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == zeroTime {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// nullNanos stores an optional time; nil is NULL.
+func nullNanos(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return nanos(*t)
+}
+
+func fromNullNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}
+
+// nullBytes stores empty as NULL, so an absent JSON value stays absent.
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// wrap marks err as the store's own failure, which callers report as
+// unavailable; *buildlog.Error values pass through unchanged.
+func wrap(op string, err error) error {
+	var e *buildlog.Error
+	if err == nil || errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}

@@ -1,0 +1,101 @@
+package buildlog
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps builds, their logs, keys and the server secret durably. Every
+// implementation passes internal/storetest. Methods return *Error values with
+// the codes named below; any other error means the store itself failed and is
+// reported as unavailable.
+//
+// Offsets are assigned only by Append and Finish, under a lock that
+// serialises writers to one build (across processes, for a shared store), so
+// they are dense and never reused. A method returns only after its change is
+// durable.
+type Store interface {
+	// CreateBuild stores a new queued build; conflict if b.ID exists.
+	CreateBuild(ctx context.Context, b *Build) error
+	// Build returns the build with id; not_found if there is none.
+	Build(ctx context.Context, id string) (*Build, error)
+	// Builds lists builds newest first (by CreatedAt, then ID descending).
+	Builds(ctx context.Context, f BuildFilter) ([]*Build, error)
+	// LatestBuild returns the newest build of namespace/name/version visible
+	// to team ("" for every team); not_found if there is none.
+	LatestBuild(ctx context.Context, team, namespace, name, version string) (*Build, error)
+
+	// Append stores a batch at the build's next offset in one transaction
+	// and moves a queued build to building. With b.FirstOffset set it is an
+	// idempotent retry: if a batch with the same Hash was stored at that
+	// offset it answers as the first time (Replayed) and stores nothing;
+	// if the offset is not next, conflict with NextOffset. Appending to a
+	// finished build is conflict; an unknown build not_found.
+	Append(ctx context.Context, buildID string, b *Batch, now time.Time) (AppendResult, error)
+	// Finish appends f's terminal entry and sets the status in one
+	// transaction, sealing the log. Finishing with the status the build
+	// already has returns it unchanged (with an empty chunk); with another
+	// terminal status, or when f.IdleBefore is set and the build was active
+	// since, conflict.
+	Finish(ctx context.Context, buildID string, f *Finish, now time.Time) (*Build, Chunk, error)
+
+	// ReadLog returns stored chunks in offset order starting with the one
+	// holding offset from, stopping once about maxBytes were read (at least
+	// one chunk when any exists at from) or after MaxReadChunks chunks. None
+	// when from is at or past the end. A result under both bounds reached
+	// the log's end as of the read: followers rely on this to wait without
+	// asking again.
+	ReadLog(ctx context.Context, buildID string, from uint64, maxBytes int) ([]Chunk, error)
+
+	// IdleBuilds returns ids of unfinished builds whose last activity is
+	// before t, oldest first, at most limit.
+	IdleBuilds(ctx context.Context, before time.Time, limit int) ([]string, error)
+	// DeleteFinished deletes up to limit builds (and their logs) that
+	// finished before t; it returns how many it deleted.
+	DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// CreateKey stores k; conflict if its id exists.
+	CreateKey(ctx context.Context, k *Key) error
+	// KeyByHash returns the key whose hash is hash; not_found if none.
+	KeyByHash(ctx context.Context, hash []byte) (*Key, error)
+	// Keys lists every key, oldest first.
+	Keys(ctx context.Context) ([]*Key, error)
+	// DeleteKey revokes a key; not_found if there is none.
+	DeleteKey(ctx context.Context, id string) error
+
+	// Secret returns the server secret (for signing tokens), creating it on
+	// first use; every process sharing the store gets the same one.
+	Secret(ctx context.Context) ([]byte, error)
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// BuildFilter selects builds to list.
+type BuildFilter struct {
+	Team       string // "" for every team
+	TemplateID string
+	Status     Status
+	Limit      int
+	// After continues a listing past the build with this creation time and id.
+	After *BuildCursor
+}
+
+// BuildCursor is a position in the newest-first build order.
+type BuildCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// CommitWatcher is implemented by stores that several processes share. It
+// calls fn with a build's id whenever any process commits to that build's
+// log, and with "" when notices may have been missed (a dropped listener
+// was re-established), meaning every follower should re-read the store. It
+// runs until ctx ends.
+type CommitWatcher interface {
+	WatchCommits(ctx context.Context, fn func(buildID string)) error
+}
+
+// MaxReadChunks bounds the chunks one ReadLog returns, so that a page of
+// tiny batches costs a store no more work than a page of large ones.
+const MaxReadChunks = 256
