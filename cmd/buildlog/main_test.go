@@ -232,11 +232,11 @@ func TestSIGTERMDrains(t *testing.T) {
 		if !strings.Contains(body, "id: 0\n") {
 			t.Fatalf("stream body %q", body)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("stream still open after SIGTERM")
 	}
 	<-p.done
-	if p.waited != nil || time.Since(start) > 5*time.Second {
+	if p.waited != nil || time.Since(start) > 15*time.Second {
 		t.Fatalf("exit %v after %v", p.waited, time.Since(start))
 	}
 }

@@ -73,11 +73,11 @@ func TestDrainFinishesInFlight(t *testing.T) {
 		if r.err != nil || strings.Join(r.ids, ",") != "0,1" {
 			t.Fatalf("stream at SIGTERM: ids %v, err %v; want 0,1 and a clean end", r.ids, r.err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("stream still open 5s after SIGTERM")
+	case <-time.After(15 * time.Second):
+		t.Fatal("stream still open 15s after SIGTERM")
 	}
 	// No new connections once draining.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -85,7 +85,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 		}
 		c.Close()
 		if time.Now().After(deadline) {
-			t.Fatal("still accepting connections 2s after SIGTERM")
+			t.Fatal("still accepting connections 10s after SIGTERM")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -105,7 +105,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	if p.waited != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", p.waited, p.out)
 	}
-	if took > 3*time.Second+3*time.Second {
+	if took > 3*time.Second+12*time.Second { // loose: a loaded machine, not the server, sets the rest
 		t.Fatalf("exited %v after SIGTERM with --shutdown-timeout 3s", took)
 	}
 	t.Logf("exited %v after SIGTERM (--shutdown-timeout 3s, one client hung)", took)
