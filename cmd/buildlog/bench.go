@@ -81,14 +81,11 @@ func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 		fmt.Fprint(stderr, benchUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	if err := parseFlagsOnly(fs, args); err != nil {
+		if errors.Is(err, errHelp) {
 			return nil
 		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("bench takes no arguments, got %q", fs.Args())}
+		return err
 	}
 	if only != "" {
 		cfg.Only = strings.Split(only, ",")

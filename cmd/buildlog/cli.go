@@ -102,6 +102,22 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseFlagsOnly parses the flags of a command that takes no positional
+// arguments (serve, bench, copy-store). -h is errHelp; a bad flag, already
+// reported by the flag package, exits 2.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return exitError(exitUsage)
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
+	}
+	return nil
+}
+
 // errHelp ends a command that printed its help: exit 0.
 var errHelp = errors.New("help shown")
 

@@ -43,14 +43,11 @@ func copyStoreCmd(ctx context.Context, args, env []string, stdout, stderr io.Wri
 		fmt.Fprint(stderr, copyStoreUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	if err := parseFlagsOnly(fs, args); err != nil {
+		if errors.Is(err, errHelp) {
 			return nil
 		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("copy-store takes no arguments, got %q", fs.Args())}
+		return err
 	}
 	if err := envFlags(fs, env); err != nil {
 		return err

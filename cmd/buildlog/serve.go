@@ -88,14 +88,11 @@ const defaultRatePerKey = 1000
 
 func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	fs, c := serveFlags(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	if err := parseFlagsOnly(fs, args); err != nil {
+		if errors.Is(err, errHelp) {
 			return nil
 		}
-		return exitError(2)
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("serve takes no arguments, got %q", fs.Args())}
+		return err
 	}
 	if err := envFlags(fs, env); err != nil {
 		return err
