@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -343,6 +344,51 @@ func TestConcurrentFirstOpen(t *testing.T) {
 	}
 	// A later start finds nothing to do.
 	open(t, dsn)
+}
+
+// Chunks use lz4 where the server has it (migration 0002), and a server
+// without it still migrates.
+func TestChunksCompression(t *testing.T) {
+	s := newStore(t)
+	var method string
+	err := s.pool.QueryRow(t.Context(), `SELECT attcompression::text FROM pg_attribute
+		WHERE attrelid = 'chunks'::regclass AND attname = 'data'`).Scan(&method)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lz4err := s.pool.Exec(t.Context(), `CREATE TEMP TABLE lz4_probe (d bytea COMPRESSION lz4)`)
+	switch {
+	case lz4err == nil && method != "l":
+		t.Errorf("chunks.data compression %q, want l (lz4): the server has lz4", method)
+	case lz4err != nil && method != "":
+		t.Errorf("chunks.data compression %q without lz4 on the server (%v)", method, lz4err)
+	}
+	// A chunk written now reads back byte for byte (the conformance suite
+	// covers the rest), and is stored compressed.
+	ctx := t.Context()
+	if err := s.CreateBuild(ctx, storetest.NewBuild("lz4", storetest.At(0))); err != nil {
+		t.Fatal(err)
+	}
+	batch := buildlog.NewBatch(entries150(1000), nil, nil)
+	if _, err := s.Append(ctx, "lz4", batch, storetest.At(1)); err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := s.ReadLog(ctx, "lz4", 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := batch.Encode("lz4", "tmpl_1", 0)
+	if len(chunks) != 1 || !bytes.Equal(chunks[0].Data, want) {
+		t.Fatalf("read back %d chunks, want the %d bytes written", len(chunks), len(want))
+	}
+	var stored, raw int
+	if err := s.pool.QueryRow(ctx, `SELECT pg_column_size(data), octet_length(data) FROM chunks WHERE build_id = 'lz4'`).Scan(&stored, &raw); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a 1,000-entry chunk: %d bytes stored for %d (compression %q)", stored, raw, method)
+	if stored >= raw {
+		t.Errorf("chunk stored in %d bytes for %d: not compressed", stored, raw)
+	}
 }
 
 // watcher records what WatchCommits reports.
