@@ -36,7 +36,7 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request, ndjsonOK bool) (b
 			return nil, false, buildlog.Errorf(buildlog.EUnsupported, "Content-Type %s is not read here; send %s", mt, want)
 		}
 	}
-	body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+	body, err = readAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody), r.ContentLength, a.cfg.MaxBody)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, false, buildlog.Errorf(buildlog.ETooLarge, "body: over the %d-byte limit", a.cfg.MaxBody)
@@ -45,6 +45,37 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request, ndjsonOK bool) (b
 		return nil, false, buildlog.Errorf(buildlog.EInvalid, "body: could not be read")
 	}
 	return body, ndjson, nil
+}
+
+// preallocMax bounds what readAll allocates before the body arrives.
+const preallocMax = 1 << 20
+
+// readAll is io.ReadAll sized by the request's Content-Length. io.ReadAll
+// starts at 512 bytes and doubles: for a 1,000-entry batch (~160 KiB) that
+// was ten allocations and copies, and the garbage made the runtime return
+// and refetch memory from the OS (madvise was 10% of the server's CPU
+// during ingest). The first allocation is capped at preallocMax so that a
+// client announcing a large body it never sends does not make the server
+// hold that much; past it the buffer grows as data arrives.
+func readAll(r io.Reader, contentLength, limit int64) ([]byte, error) {
+	size := int64(512)
+	if contentLength > 0 && contentLength <= limit {
+		size = min(contentLength+1, preallocMax) // +1: room to see EOF without growing
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // now is the server's clock at the microsecond, the precision every store keeps.
