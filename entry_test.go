@@ -1,6 +1,7 @@
 package buildlog_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -185,5 +186,22 @@ func TestNewBuildValidation(t *testing.T) {
 		if !buildlog.ValidVersion(v) {
 			t.Errorf("version %q rejected", v)
 		}
+	}
+}
+
+// Encode sizes a chunk exactly for valid ids: a chunk is kept in memory
+// for live readers, and slack there is memory the hub accounts for.
+func TestEncodeSizedExactly(t *testing.T) {
+	es := make([]buildlog.Entry, 10)
+	for i := range es {
+		es[i] = buildlog.Entry{Timestamp: "2026-03-17T00:00:12.123456Z", Kind: "message", Level: "info", Message: strings.Repeat("m", 40*i)}
+	}
+	b := buildlog.NewBatch(es, nil, nil)
+	data := b.Encode("0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_1", 1000) // offsets 1000..1009: one width
+	if len(data) != cap(data) {
+		t.Fatalf("chunk of %d bytes in a buffer of %d", len(data), cap(data))
+	}
+	if n := bytes.Count(data, []byte("\n")); n != len(es) {
+		t.Fatalf("%d lines, want %d", n, len(es))
 	}
 }
