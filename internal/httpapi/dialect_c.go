@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -81,14 +80,12 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 			if off >= to {
 				return false
 			}
-			var e cEntry
-			if lineErr = json.Unmarshal(line, &e); lineErr != nil {
-				return false
-			}
 			if off > from {
 				s.buf = append(s.buf, ',')
 			}
-			s.buf = buildlog.AppendJSONString(s.buf, e.text())
+			if s.buf, lineErr = appendCLine(s.buf, line); lineErr != nil {
+				return false
+			}
 			next = off + 1
 			if len(s.buf) >= flushAt {
 				sent = true
