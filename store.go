@@ -26,7 +26,9 @@ type Store interface {
 	LatestBuild(ctx context.Context, team, namespace, name, version string) (*Build, error)
 
 	// Append stores a batch at the build's next offset in one transaction
-	// and moves a queued build to building. With b.FirstOffset set it is an
+	// and moves a queued build to building. It records now as the build's
+	// last activity, or may keep the recorded one when that is less than
+	// ActivityGranularity older. With b.FirstOffset set it is an
 	// idempotent retry: if a batch with the same Hash was stored at that
 	// offset it answers as the first time (Replayed) and stores nothing;
 	// if the offset is not next, conflict with NextOffset. Appending to a
@@ -99,3 +101,12 @@ type CommitWatcher interface {
 // MaxReadChunks bounds the chunks one ReadLog returns, so that a page of
 // tiny batches costs a store no more work than a page of large ones.
 const MaxReadChunks = 256
+
+// ActivityGranularity is how finely a store records a build's last
+// activity for the idle sweep: an append within this long of the recorded
+// activity may leave it as it is. Rewriting it on every append rewrote the
+// idle index with it, one more page per append in SQLite's WAL (a single
+// small append wrote five pages where three are needed); the idle sweep
+// waits this much longer than its timeout, so a build is never timed out
+// early.
+const ActivityGranularity = 100 * time.Millisecond

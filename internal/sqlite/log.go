@@ -28,9 +28,9 @@ func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, n
 
 	var (
 		templateID, status string
-		next               int64
+		next, active       int64
 	)
-	err = tx.StmtContext(ctx, s.appendBuild).QueryRowContext(ctx, buildID).Scan(&templateID, &status, &next)
+	err = tx.StmtContext(ctx, s.appendBuild).QueryRowContext(ctx, buildID).Scan(&templateID, &status, &next, &active)
 	if errors.Is(err, sql.ErrNoRows) {
 		return buildlog.AppendResult{}, notFound(buildID)
 	}
@@ -51,7 +51,14 @@ func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, n
 	if _, err := tx.StmtContext(ctx, s.insertChunk).ExecContext(ctx, buildID, next, b.Len(), 0, nullBytes(b.Hash), data); err != nil {
 		return buildlog.AppendResult{}, wrap("append", err)
 	}
-	if _, err := tx.StmtContext(ctx, s.updateAppend).ExecContext(ctx, nanos(now), end, b.Len(), b.LastPhase, buildID); err != nil {
+	update := s.updateQuiet
+	switch {
+	case buildlog.Status(status) == buildlog.StatusQueued:
+		update = s.updateFirst
+	case nanos(now)-active >= int64(buildlog.ActivityGranularity), nanos(now) < active:
+		update = s.updateActive
+	}
+	if _, err := tx.StmtContext(ctx, update).ExecContext(ctx, nanos(now), end, b.Len(), b.LastPhase, buildID); err != nil {
 		return buildlog.AppendResult{}, wrap("append", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -57,8 +57,14 @@ type Store struct {
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
-	appendBuild, insertChunk, updateAppend, chunkAt *sql.Stmt // on w
-	readLog, build                                  *sql.Stmt // on r
+	appendBuild, insertChunk, chunkAt *sql.Stmt // on w
+	// One update per case, so that an append rewrites only what changes:
+	// assigning an indexed column rewrites its index entry even to the
+	// same value (updateFirst: a queued build starts; updateActive: the
+	// recorded activity is older than buildlog.ActivityGranularity;
+	// updateQuiet: neither, only the builds row itself).
+	updateFirst, updateActive, updateQuiet *sql.Stmt
+	readLog, build                         *sql.Stmt // on r
 
 	secretMu sync.Mutex
 	secret   []byte // cached: it never changes once created
@@ -171,15 +177,30 @@ func (s *Store) prepare(ctx context.Context) error {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset FROM builds WHERE id = ?`},
+		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity FROM builds WHERE id = ?`},
 		{s.w, &s.insertChunk, `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES (?, ?, ?, ?, ?, ?)`},
-		{s.w, &s.updateAppend, `UPDATE builds SET
+		{s.w, &s.updateFirst, `UPDATE builds SET
 			status = CASE status WHEN 'queued' THEN 'building' ELSE status END,
 			started_at = coalesce(started_at, ?1),
 			next_offset = ?2,
 			entry_count = entry_count + ?3,
 			last_phase = coalesce(nullif(?4, ''), last_phase),
 			last_activity = ?1,
+			updated_at = ?1
+		WHERE id = ?5`},
+		{s.w, &s.updateActive, `UPDATE builds SET
+			started_at = coalesce(started_at, ?1),
+			next_offset = ?2,
+			entry_count = entry_count + ?3,
+			last_phase = coalesce(nullif(?4, ''), last_phase),
+			last_activity = ?1,
+			updated_at = ?1
+		WHERE id = ?5`},
+		{s.w, &s.updateQuiet, `UPDATE builds SET
+			started_at = coalesce(started_at, ?1),
+			next_offset = ?2,
+			entry_count = entry_count + ?3,
+			last_phase = coalesce(nullif(?4, ''), last_phase),
 			updated_at = ?1
 		WHERE id = ?5`},
 		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
@@ -234,7 +255,7 @@ func (s *Store) Close() error {
 		<-s.ckDone
 	})
 	var errs []error
-	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.updateAppend, s.chunkAt, s.readLog, s.build} {
+	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.updateFirst, s.updateActive, s.updateQuiet, s.chunkAt, s.readLog, s.build} {
 		if stmt != nil {
 			errs = append(errs, stmt.Close())
 		}

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"ConcurrentBuilds", testConcurrentBuilds},
 		{"FinishRacesAppends", testFinishRacesAppends},
 		{"IdleBuilds", testIdleBuilds},
+		{"ActivityGranularity", testActivityGranularity},
 		{"DeleteFinished", testDeleteFinished},
 		{"Keys", testKeys},
 		{"Secret", testSecret},
@@ -890,6 +891,36 @@ func testIdleBuilds(t *testing.T, s buildlog.Store) {
 				t.Errorf("IdleBuilds(%v, %d) = %q, want %q", tt.before.Format(time.StampMicro), tt.limit, got, tt.want)
 			}
 		})
+	}
+}
+
+// An append may leave the recorded activity alone when it is recent, but
+// never once it is ActivityGranularity old.
+func testActivityGranularity(t *testing.T, s buildlog.Store) {
+	g := buildlog.ActivityGranularity
+	create(t, s, NewBuild("g", At(0)))
+	appendOK(t, s, "g", BatchOf("a"), At(10))
+	appendOK(t, s, "g", BatchOf("b"), At(10).Add(g/2)) // may be left unrecorded
+	idle := func(before time.Time) bool {
+		t.Helper()
+		ids, err := s.IdleBuilds(t.Context(), before, 10)
+		if err != nil {
+			t.Fatalf("IdleBuilds: %v", err)
+		}
+		return slices.Contains(ids, "g")
+	}
+	if idle(At(10)) {
+		t.Errorf("idle before its append at 10s")
+	}
+	appendOK(t, s, "g", BatchOf("c"), At(10).Add(g)) // must be recorded
+	if idle(At(10).Add(g)) {
+		t.Errorf("idle before its append at 10s + %v: the activity was not recorded", g)
+	}
+	if !idle(At(10).Add(g + time.Microsecond)) {
+		t.Errorf("not idle after its last append")
+	}
+	if b := getBuild(t, s, "g"); b.NextOffset != 3 || b.EntryCount != 3 || !b.UpdatedAt.Equal(At(10).Add(g)) {
+		t.Errorf("after three appends: next offset %d, entries %d, updated %v", b.NextOffset, b.EntryCount, b.UpdatedAt)
 	}
 }
 

@@ -62,7 +62,9 @@ func (s *Idle) Once(ctx context.Context) (int, error) {
 	n := 0
 	for {
 		now := s.Now().UTC().Truncate(time.Microsecond)
-		before := now.Add(-s.Timeout)
+		// Stores record activity to within ActivityGranularity; waiting
+		// that much longer keeps a build from timing out early.
+		before := now.Add(-s.Timeout - buildlog.ActivityGranularity)
 		ids, err := s.Store.IdleBuilds(ctx, before, batch)
 		if err != nil {
 			return n, err
