@@ -31,21 +31,7 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 	emit func([]buildlog.Chunk) error, idle func() error) error {
 	pos := from
 	if !follow {
-		for pos < b.NextOffset {
-			chunks, err := a.cfg.Store.ReadLog(ctx, b.ID, pos, readPage)
-			if err != nil {
-				return err
-			}
-			chunks = trim(chunks, pos, b.NextOffset)
-			if len(chunks) == 0 {
-				return nil
-			}
-			if err := emit(chunks); err != nil {
-				return err
-			}
-			pos = chunks[len(chunks)-1].End()
-		}
-		return nil
+		return a.replay(ctx, b, from, emit)
 	}
 
 	f := a.hub.Follow(b.ID)
@@ -130,6 +116,68 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 			return nil
 		}
 	}
+}
+
+// replay emits the log from offset from up to the build's NextOffset as
+// read. Past the first page it reads the next page while the previous one
+// is sent: on a long replay the one goroutine that read, framed and wrote
+// in turn kept one core busy while the other waited.
+func (a *API) replay(ctx context.Context, b *buildlog.Build, from uint64, emit func([]buildlog.Chunk) error) error {
+	read := func(pos uint64) ([]buildlog.Chunk, error) {
+		chunks, err := a.cfg.Store.ReadLog(ctx, b.ID, pos, readPage)
+		return trim(chunks, pos, b.NextOffset), err
+	}
+	if from >= b.NextOffset {
+		return nil
+	}
+	chunks, err := read(from)
+	if err != nil || len(chunks) == 0 {
+		return err
+	}
+	pos := chunks[len(chunks)-1].End()
+	if pos >= b.NextOffset {
+		return emit(chunks) // the common case: a log that fits one page
+	}
+
+	type page struct {
+		chunks []buildlog.Chunk
+		err    error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan page, 1)
+	done := make(chan struct{})
+	defer func() {
+		cancel()
+		<-done // the reader never outlives the request
+	}()
+	go func() {
+		defer close(done)
+		defer close(pages)
+		for pos < b.NextOffset {
+			chunks, err := read(pos)
+			select {
+			case pages <- page{chunks, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(chunks) == 0 {
+				return
+			}
+			pos = chunks[len(chunks)-1].End()
+		}
+	}()
+	if err := emit(chunks); err != nil {
+		return err
+	}
+	for p := range pages {
+		if p.err != nil || len(p.chunks) == 0 {
+			return p.err
+		}
+		if err := emit(p.chunks); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // trim cuts chunks to offsets [from, until).
