@@ -171,6 +171,24 @@ func (s *Store) kick() {
 	}
 }
 
+// appendUpdate is the builds UPDATE of an append: it assigns status only
+// when a queued build starts, and last_activity only when it is to move
+// (see updateFirst). Arguments: ?1 now, ?2 next offset, ?3 entries added,
+// ?4 last phase or "", ?5 build id.
+func appendUpdate(start, activity bool) string {
+	var set []string
+	if start {
+		set = append(set, `status = CASE status WHEN 'queued' THEN 'building' ELSE status END`)
+	}
+	set = append(set, `started_at = coalesce(started_at, ?1)`, `next_offset = ?2`,
+		`entry_count = entry_count + ?3`, `last_phase = coalesce(nullif(?4, ''), last_phase)`)
+	if activity {
+		set = append(set, `last_activity = ?1`)
+	}
+	set = append(set, `updated_at = ?1`)
+	return `UPDATE builds SET ` + strings.Join(set, ", ") + ` WHERE id = ?5`
+}
+
 func (s *Store) prepare(ctx context.Context) error {
 	for _, p := range []struct {
 		db   *sql.DB
@@ -179,30 +197,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	}{
 		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity FROM builds WHERE id = ?`},
 		{s.w, &s.insertChunk, `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES (?, ?, ?, ?, ?, ?)`},
-		{s.w, &s.updateFirst, `UPDATE builds SET
-			status = CASE status WHEN 'queued' THEN 'building' ELSE status END,
-			started_at = coalesce(started_at, ?1),
-			next_offset = ?2,
-			entry_count = entry_count + ?3,
-			last_phase = coalesce(nullif(?4, ''), last_phase),
-			last_activity = ?1,
-			updated_at = ?1
-		WHERE id = ?5`},
-		{s.w, &s.updateActive, `UPDATE builds SET
-			started_at = coalesce(started_at, ?1),
-			next_offset = ?2,
-			entry_count = entry_count + ?3,
-			last_phase = coalesce(nullif(?4, ''), last_phase),
-			last_activity = ?1,
-			updated_at = ?1
-		WHERE id = ?5`},
-		{s.w, &s.updateQuiet, `UPDATE builds SET
-			started_at = coalesce(started_at, ?1),
-			next_offset = ?2,
-			entry_count = entry_count + ?3,
-			last_phase = coalesce(nullif(?4, ''), last_phase),
-			updated_at = ?1
-		WHERE id = ?5`},
+		{s.w, &s.updateFirst, appendUpdate(true, true)},
+		{s.w, &s.updateActive, appendUpdate(false, true)},
+		{s.w, &s.updateQuiet, appendUpdate(false, false)},
 		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
 		// The subquery seeks, on (build_id, first_offset), the last chunk
 		// starting at or before the offset; chunks are dense, so it holds
