@@ -253,6 +253,25 @@ type Batch struct {
 	LastPhase string
 	// Terminal marks the batch Finish writes.
 	Terminal bool
+
+	// Created and KeyID, when set, are what the appender believed when it
+	// let the batch in, checked again in the transaction that stores it: a
+	// build whose CreatedAt differs is another build under a reused id
+	// (not_found), and a key that no longer exists was revoked
+	// (unauthorized). They are what lets the HTTP layer serve key and
+	// build lookups from memory without ever appending on stale grounds.
+	Created time.Time
+	KeyID   string
+}
+
+// Size is the batch's weight in bytes for group-commit bounds: its
+// entries' encoded tails, without the per-offset heads.
+func (b *Batch) Size() int {
+	n := 0
+	for _, t := range b.Tails {
+		n += len(t)
+	}
+	return n
 }
 
 // NewBatch encodes entries for storage. Timestamps must be filled.

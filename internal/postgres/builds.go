@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -196,146 +195,32 @@ func (s *Store) LatestBuild(ctx context.Context, team, namespace, name, version 
 	return b, nil
 }
 
-// appendChunk stores a batch at first and advances the build past it, in
-// one statement; the caller holds the build's row lock. The NOTIFY is
-// queued in the same transaction, so other servers hear of the chunk only
-// once it is committed, and never of one that rolled back.
-const appendChunk = `WITH chunk AS (
-	INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data)
-	VALUES ($1, $2, $3, $4, $5, $6)
-), build AS (
-	UPDATE builds SET
-		next_offset = $2::bigint + $3::integer,
-		status = CASE WHEN $7::text <> '' THEN $7::text WHEN status = 'queued' THEN 'building' ELSE status END,
-		started_at = CASE WHEN $7::text <> '' THEN started_at ELSE COALESCE(started_at, $8) END,
-		finished_at = CASE WHEN $7::text <> '' THEN $8 ELSE finished_at END,
-		result = CASE WHEN $7::text <> '' THEN $9 ELSE result END,
-		updated_at = $8,
-		last_activity = $8,
-		last_phase = CASE WHEN $10::text <> '' THEN $10::text ELSE last_phase END
-	WHERE id = $1
-	RETURNING ` + buildColumns + `
-), notice AS (
-	SELECT pg_notify('` + commitChannel + `', $1) AS sent
-)
-SELECT ` + buildColumns + ` FROM build, notice`
-
 // Append stores b at the build's next offset, or recognises a retry of a
-// batch already stored; see buildlog.Store.
+// batch already stored, through this server's group-commit writer; see
+// buildlog.Store. Other servers' writers are serialised with it by the
+// build's row lock.
 func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, now time.Time) (buildlog.AppendResult, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var res buildlog.AppendResult
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The row lock serialises every writer to this build, on every
-		// server, from reading next_offset to commit.
-		var (
-			templateID string
-			status     buildlog.Status
-			next64     int64
-		)
-		err := tx.QueryRow(ctx, `SELECT template_id, status, next_offset FROM builds WHERE id = $1 FOR UPDATE`,
-			buildID).Scan(&templateID, &status, &next64)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound(buildID)
-		}
-		if err != nil {
-			return err
-		}
-		next := uint64(next64)
-		if fo := b.FirstOffset; fo != nil && *fo != next {
-			if *fo < next && len(b.Hash) > 0 {
-				// A retry whose first attempt committed (its reply was lost)
-				// answers as then, even if the build has since finished.
-				var (
-					count int
-					hash  []byte
-				)
-				err := tx.QueryRow(ctx, `SELECT count, hash FROM chunks WHERE build_id = $1 AND first_offset = $2`,
-					buildID, int64(*fo)).Scan(&count, &hash)
-				if err == nil && count == b.Len() && bytes.Equal(hash, b.Hash) {
-					res = buildlog.AppendResult{FirstOffset: *fo, NextOffset: *fo + uint64(count), Replayed: true}
-					return nil
-				}
-				if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-					return err
-				}
-			}
-			return buildlog.ConflictAt(next, "first_offset: %d is not the next offset %d", *fo, next)
-		}
-		if status.Terminal() {
-			return buildlog.Errorf(buildlog.EConflict, "build %s is finished (%s); its log is sealed", buildID, status)
-		}
-		data := b.Encode(buildID, templateID, next)
-		// Terminal chunks come only from Finish, which also sets the status.
-		if _, err := scanBuild(tx.QueryRow(ctx, appendChunk, buildID, int64(next), b.Len(), false,
-			nullBytes(b.Hash), data, "", now, nil, b.LastPhase)); err != nil {
-			return err
-		}
-		res = buildlog.AppendResult{
-			FirstOffset: next,
-			NextOffset:  next + uint64(b.Len()),
-			Chunk:       buildlog.Chunk{First: next, Count: b.Len(), Data: data},
-		}
-		return nil
-	})
-	if err != nil {
-		return buildlog.AppendResult{}, wrap("append", err)
+	if b.Len() == 0 {
+		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.EInvalid, "entries: a batch needs at least one entry")
 	}
-	return res, nil
+	r := &request{Op: &op{buildID: buildID, batch: b, now: now}, Entries: b.Len(), Bytes: b.Size()}
+	if err := s.q.Do(ctx, r); err != nil {
+		return buildlog.AppendResult{}, err
+	}
+	return r.Op.res, nil
 }
 
-// Finish appends f's terminal entry and sets the status; see buildlog.Store.
+// Finish appends f's terminal entry and sets the status, in a transaction
+// of the group-commit writer; see buildlog.Store.
 func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, now time.Time) (*buildlog.Build, buildlog.Chunk, error) {
 	if !f.Status.Terminal() {
 		return nil, buildlog.Chunk{}, buildlog.Errorf(buildlog.EInvalid, "status: want one of ready, failed, cancelled, timeout")
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	var (
-		out   *buildlog.Build
-		chunk buildlog.Chunk
-	)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b, err := scanBuild(tx.QueryRow(ctx, `SELECT `+buildColumns+` FROM builds WHERE id = $1 FOR UPDATE`, buildID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound(buildID)
-		}
-		if err != nil {
-			return err
-		}
-		if b.Status.Terminal() {
-			if b.Status == f.Status {
-				out = b
-				return nil
-			}
-			return buildlog.Errorf(buildlog.EConflict, "build %s already finished as %s", buildID, b.Status)
-		}
-		// Rechecked under the lock: the sweep picked this build as idle
-		// before taking it, and an append (on any server) may have come
-		// in between, or another server's sweep may have finished it.
-		if !f.IdleBefore.IsZero() && !b.LastActivity.Before(f.IdleBefore) {
-			return buildlog.Errorf(buildlog.EConflict, "build %s was active at %s, not idle", buildID,
-				b.LastActivity.Format(time.RFC3339Nano))
-		}
-		fin := *f
-		if fin.Timestamp == "" {
-			fin.Timestamp = buildlog.Timestamp(now)
-		}
-		batch := buildlog.NewBatch([]buildlog.Entry{fin.Entry()}, nil, nil)
-		data := batch.Encode(buildID, b.TemplateID, b.NextOffset)
-		out, err = scanBuild(tx.QueryRow(ctx, appendChunk, buildID, int64(b.NextOffset), 1, true,
-			nil, data, string(f.Status), now, nullBytes(f.Result), ""))
-		if err != nil {
-			return err
-		}
-		chunk = buildlog.Chunk{First: b.NextOffset, Count: 1, Data: data, Terminal: true}
-		return nil
-	})
-	if err != nil {
-		return nil, buildlog.Chunk{}, wrap("finish", err)
+	r := &request{Op: &op{buildID: buildID, fin: f, now: now}, Entries: 1}
+	if err := s.q.Do(ctx, r); err != nil {
+		return nil, buildlog.Chunk{}, err
 	}
-	return out, chunk, nil
+	return r.Op.build, r.Op.chunk, nil
 }
 
 // wrap leaves *buildlog.Error values as they are and marks the rest as the
@@ -416,15 +301,20 @@ func (s *Store) IdleBuilds(ctx context.Context, before time.Time, limit int) ([]
 // chunks with them (ON DELETE CASCADE). Rows another server is deleting at
 // the same moment are skipped rather than waited for.
 func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM builds WHERE id IN (
-		SELECT id FROM builds WHERE finished_at < $1
-		ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, limitArg(limit))
-	if err != nil {
+	var n int64
+	// Through this server's writer, alone, so it is ordered with every
+	// append and finish the server makes and holds up no group.
+	r := &request{Alone: true, Op: &op{bulk: func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM builds WHERE id IN (
+			SELECT id FROM builds WHERE finished_at < $1
+			ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, limitArg(limit))
+		n = tag.RowsAffected()
+		return err
+	}}}
+	if err := s.q.Do(ctx, r); err != nil {
 		return 0, fmt.Errorf("postgres: delete finished: %w", err)
 	}
-	return int(tag.RowsAffected()), nil
+	return int(n), nil
 }
 
 // limitArg is a LIMIT parameter: NULL means no limit.

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"buildlog"
+	"buildlog/internal/group"
 )
 
 var (
@@ -60,6 +61,12 @@ type Store struct {
 	// listenerPID is the backend of the newest LISTEN connection, so tests
 	// can cut it.
 	listenerPID atomic.Uint32
+
+	// q is this server's group-commit writer, for every append, finish and
+	// retention delete (see commit); bg is its context, ended by Close.
+	q      *group.Queue[*op]
+	bg     context.Context
+	bgStop context.CancelFunc
 }
 
 // Open connects to the database dsn names (a postgres:// URL or key=value
@@ -83,6 +90,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	s.bg, s.bgStop = context.WithCancel(context.Background())
+	s.q = group.New(group.DefaultLimits, s.commit)
 	return s, nil
 }
 
@@ -90,6 +99,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.q.Close()
+		s.bgStop()
 		close(s.closed)
 		s.pool.Close()
 	})

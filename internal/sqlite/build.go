@@ -197,14 +197,23 @@ func (s *Store) IdleBuilds(ctx context.Context, before time.Time, limit int) ([]
 // finished before t, oldest first; their chunks go with them (ON DELETE
 // CASCADE), in the same transaction.
 func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM builds WHERE id IN (
-		SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < ?
-		ORDER BY finished_at, id LIMIT ?)`, nanos(before), sqlLimit(limit))
-	if err != nil {
+	var n int64
+	// Through the writer, alone: a delete ordered with every append and
+	// finish cannot race them, and its length holds up no group.
+	r := &request{Alone: true, Op: &op{bulk: func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM builds WHERE id IN (
+			SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < ?
+			ORDER BY finished_at, id LIMIT ?)`, nanos(before), sqlLimit(limit))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	}}}
+	if err := s.q.Do(ctx, r); err != nil {
 		return 0, wrap("delete finished", err)
 	}
-	n, err := res.RowsAffected()
-	return int(n), wrap("delete finished", err)
+	return int(n), nil
 }
 
 // sqlLimit maps "no limit" (≤ 0) to SQLite's -1.

@@ -25,6 +25,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"buildlog"
+	"buildlog/internal/group"
 )
 
 // FileName is the database file Open keeps in its directory.
@@ -57,7 +58,7 @@ type Store struct {
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
-	appendBuild, insertChunk, chunkAt *sql.Stmt // on w
+	appendBuild, insertChunk, chunkAt, keyExists, buildW *sql.Stmt // on w
 	// One update per case, so that an append rewrites only what changes:
 	// assigning an indexed column rewrites its index entry even to the
 	// same value (updateFirst: a queued build starts; updateActive: the
@@ -68,6 +69,12 @@ type Store struct {
 
 	secretMu sync.Mutex
 	secret   []byte // cached: it never changes once created
+
+	// q is the group-commit writer every append, finish and retention
+	// delete goes through (see commit); bg is its context, ended by Close.
+	q      *group.Queue[*op]
+	bg     context.Context
+	bgStop context.CancelFunc
 }
 
 var _ buildlog.Store = (*Store)(nil)
@@ -125,6 +132,8 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Store{w: w, r: r, ck: ck, ckKick: make(chan struct{}, 1), ckStop: stop, ckDone: make(chan struct{})}
 	go s.checkpointer(bg)
+	s.bg, s.bgStop = context.WithCancel(context.Background())
+	s.q = group.New(group.DefaultLimits, s.commit)
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -174,13 +183,17 @@ func (s *Store) kick() {
 // appendUpdate is the builds UPDATE of an append: it assigns status only
 // when a queued build starts, and last_activity only when it is to move
 // (see updateFirst). Arguments: ?1 now, ?2 next offset, ?3 entries added,
-// ?4 last phase or "", ?5 build id.
+// ?4 last phase or "", ?5 build id, and for a start ?6 the start time
+// (of the group's first append to the queued build).
 func appendUpdate(start, activity bool) string {
 	var set []string
 	if start {
 		set = append(set, `status = CASE status WHEN 'queued' THEN 'building' ELSE status END`)
 	}
-	set = append(set, `started_at = coalesce(started_at, ?1)`, `next_offset = ?2`,
+	if start {
+		set = append(set, `started_at = coalesce(started_at, ?6)`)
+	}
+	set = append(set, `next_offset = ?2`,
 		`entry_count = entry_count + ?3`, `last_phase = coalesce(nullif(?4, ''), last_phase)`)
 	if activity {
 		set = append(set, `last_activity = ?1`)
@@ -195,7 +208,9 @@ func (s *Store) prepare(ctx context.Context) error {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity FROM builds WHERE id = ?`},
+		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity, created_at FROM builds WHERE id = ?`},
+		{s.w, &s.keyExists, `SELECT 1 FROM keys WHERE id = ?`},
+		{s.w, &s.buildW, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},
 		{s.w, &s.insertChunk, `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES (?, ?, ?, ?, ?, ?)`},
 		{s.w, &s.updateFirst, appendUpdate(true, true)},
 		{s.w, &s.updateActive, appendUpdate(false, true)},
@@ -248,11 +263,15 @@ func dsn(path string, readOnly bool) string {
 // Close closes both pools; the last close checkpoints the WAL.
 func (s *Store) Close() error {
 	s.closeMu.Do(func() {
+		if s.q != nil {
+			s.q.Close()
+			s.bgStop()
+		}
 		s.ckStop()
 		<-s.ckDone
 	})
 	var errs []error
-	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.updateFirst, s.updateActive, s.updateQuiet, s.chunkAt, s.readLog, s.build} {
+	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.keyExists, s.buildW, s.updateFirst, s.updateActive, s.updateQuiet, s.chunkAt, s.readLog, s.build} {
 		if stmt != nil {
 			errs = append(errs, stmt.Close())
 		}

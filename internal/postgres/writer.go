@@ -1,0 +1,392 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"buildlog"
+	"buildlog/internal/group"
+)
+
+// op is one write for this server's group-commit writer: an append
+// (batch), a finish (fin), or a bulk change in a transaction of its own.
+type op struct {
+	buildID string
+	now     time.Time
+	batch   *buildlog.Batch
+	fin     *buildlog.Finish
+	bulk    func(ctx context.Context, tx pgx.Tx) error
+
+	res   buildlog.AppendResult
+	build *buildlog.Build
+	chunk buildlog.Chunk
+	// retry is set on a retry whose offset was not next; it is answered
+	// from the stored hash once the group has read it.
+	retry bool
+	next  uint64
+}
+
+type request = group.Request[*op]
+
+// groupState is what one group's transaction has locked and changed.
+type groupState struct {
+	builds  map[string]*buildlog.Build // nil value: no such build
+	changed map[string]bool
+	keys    map[string]bool
+	// inserted are the chunks the group will insert, by build and first
+	// offset, so a retry of a batch earlier in the same group is seen.
+	inserted map[chunkKey]chunkRow
+	rows     []chunkRow
+}
+
+type chunkKey struct {
+	build string
+	first uint64
+}
+
+type chunkRow struct {
+	build    string
+	first    uint64
+	count    int
+	terminal bool
+	hash     []byte
+	data     []byte
+}
+
+// commit writes one group in one transaction on one connection, in two
+// round trips: the first begins, locks every build row the group touches
+// (in id order, so two servers' groups cannot deadlock) and reads them and
+// the keys the group relies on; the second inserts every chunk, updates
+// every build row, queues the NOTIFY for each build and commits. A retry
+// whose offset was not next costs one more, for the stored hashes.
+func (s *Store) commit(reqs []*request) {
+	ctx, cancel := context.WithTimeout(s.bg, s.timeout)
+	defer cancel()
+	if len(reqs) == 1 && reqs[0].Op.bulk != nil {
+		reqs[0].Err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return reqs[0].Op.bulk(ctx, tx) })
+		return
+	}
+	if err := s.commitGroup(ctx, reqs); err != nil {
+		err = wrap("append", err)
+		for _, r := range reqs {
+			r.Err = err
+			r.Op.res, r.Op.build, r.Op.chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
+		}
+	}
+}
+
+func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	inTx := false
+	defer func() {
+		if err != nil && inTx {
+			// A failed statement leaves the transaction aborted; a
+			// connection that cannot even roll back is not reused.
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+				conn.Conn().Close(context.WithoutCancel(ctx))
+			}
+		}
+	}()
+
+	ids, keyIDs := groupIDs(reqs)
+	g := &groupState{builds: map[string]*buildlog.Build{}, changed: map[string]bool{},
+		keys: map[string]bool{}, inserted: map[chunkKey]chunkRow{}}
+	for _, id := range ids {
+		g.builds[id] = nil
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(`SELECT `+buildColumns+` FROM builds WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	b.Queue(`SELECT id FROM keys WHERE id = ANY($1)`, keyIDs)
+	inTx = true
+	br := conn.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return err
+	}
+	rows, _ := br.Query()
+	for rows.Next() {
+		bd, err := scanBuild(rows)
+		if err != nil {
+			rows.Close()
+			br.Close()
+			return err
+		}
+		g.builds[bd.ID] = bd
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return err
+	}
+	rows, _ = br.Query()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			br.Close()
+			return err
+		}
+		g.keys[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return err
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+
+	var retries []*request
+	for _, r := range reqs {
+		o := r.Op
+		switch {
+		case o.batch != nil:
+			r.Err = g.append(o)
+		case o.fin != nil:
+			r.Err = g.finish(o)
+		}
+		if r.Err == nil && o.retry {
+			retries = append(retries, r)
+		}
+	}
+	if len(retries) > 0 {
+		if err := s.answerRetries(ctx, conn.Conn(), g, retries); err != nil {
+			return err
+		}
+	}
+
+	b = &pgx.Batch{}
+	if len(g.rows) > 0 {
+		var (
+			bids          []string
+			firsts        []int64
+			counts        []int32
+			terms         []bool
+			hashes, datas [][]byte
+		)
+		for _, c := range g.rows {
+			bids, firsts, counts = append(bids, c.build), append(firsts, int64(c.first)), append(counts, int32(c.count))
+			terms, hashes, datas = append(terms, c.terminal), append(hashes, c.hash), append(datas, c.data)
+		}
+		b.Queue(`INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bool[], $5::bytea[], $6::bytea[])`,
+			bids, firsts, counts, terms, hashes, datas)
+	}
+	if len(g.changed) > 0 {
+		var (
+			uids, statuses, phases []string
+			nexts                  []int64
+			started, finished      []*time.Time
+			updated, active        []time.Time
+			results                [][]byte
+		)
+		for _, id := range ids {
+			if !g.changed[id] {
+				continue
+			}
+			bd := g.builds[id]
+			uids, statuses, phases = append(uids, id), append(statuses, string(bd.Status)), append(phases, bd.LastPhase)
+			nexts, started, finished = append(nexts, int64(bd.NextOffset)), append(started, bd.StartedAt), append(finished, bd.FinishedAt)
+			updated, active, results = append(updated, bd.UpdatedAt), append(active, bd.LastActivity), append(results, nullBytes(bd.Result))
+		}
+		b.Queue(`UPDATE builds SET next_offset = u.next, status = u.status, started_at = u.started,
+				finished_at = u.finished, result = u.result, updated_at = u.updated,
+				last_activity = u.active, last_phase = u.phase
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+				$6::bytea[], $7::timestamptz[], $8::timestamptz[], $9::text[])
+				AS u(id, next, status, started, finished, result, updated, active, phase)
+			WHERE builds.id = u.id`,
+			uids, nexts, statuses, started, finished, results, updated, active, phases)
+		// Queued in the transaction, so other servers hear of the chunks
+		// only once they are committed, and never of ones rolled back.
+		b.Queue(`SELECT pg_notify('`+commitChannel+`', id) FROM unnest($1::text[]) AS id`, uids)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	inTx = false
+	return nil
+}
+
+// groupIDs returns the distinct build ids of the group, sorted (the lock
+// order), and the key ids its batches rely on.
+func groupIDs(reqs []*request) (ids, keys []string) {
+	seen := map[string]bool{}
+	seenKey := map[string]bool{}
+	for _, r := range reqs {
+		o := r.Op
+		if !seen[o.buildID] {
+			seen[o.buildID] = true
+			ids = append(ids, o.buildID)
+		}
+		if o.batch != nil && o.batch.KeyID != "" && !seenKey[o.batch.KeyID] {
+			seenKey[o.batch.KeyID] = true
+			keys = append(keys, o.batch.KeyID)
+		}
+	}
+	sort.Strings(ids)
+	if keys == nil {
+		keys = []string{}
+	}
+	return ids, keys
+}
+
+// append checks o's batch against the build as the group has moved it and
+// queues its chunk. A retry whose offset is not next is marked for
+// answering from the stored hashes.
+func (g *groupState) append(o *op) error {
+	b := o.batch
+	bd := g.builds[o.buildID]
+	if bd == nil || (!b.Created.IsZero() && !bd.CreatedAt.Equal(b.Created)) {
+		return notFound(o.buildID)
+	}
+	if b.KeyID != "" && !g.keys[b.KeyID] {
+		return buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
+	}
+	next := bd.NextOffset
+	if fo := b.FirstOffset; fo != nil && *fo != next {
+		if *fo < next && len(b.Hash) > 0 {
+			if c, ok := g.inserted[chunkKey{o.buildID, *fo}]; ok {
+				if c.count == b.Len() && bytes.Equal(c.hash, b.Hash) {
+					o.res = buildlog.AppendResult{FirstOffset: *fo, NextOffset: *fo + uint64(c.count), Replayed: true}
+					return nil
+				}
+			} else {
+				o.retry, o.next = true, next
+				return nil
+			}
+		}
+		return buildlog.ConflictAt(next, "first_offset: %d is not the next offset %d", *fo, next)
+	}
+	if bd.Status.Terminal() {
+		return buildlog.Errorf(buildlog.EConflict, "build %s is finished (%s); its log is sealed", o.buildID, bd.Status)
+	}
+	data := b.Encode(o.buildID, bd.TemplateID, next)
+	g.add(chunkRow{build: o.buildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
+	now := o.now.UTC().Truncate(time.Microsecond)
+	if bd.Status == buildlog.StatusQueued {
+		bd.Status = buildlog.StatusBuilding
+	}
+	if bd.StartedAt == nil {
+		t := now
+		bd.StartedAt = &t
+	}
+	bd.UpdatedAt, bd.LastActivity = now, now
+	if b.LastPhase != "" {
+		bd.LastPhase = b.LastPhase
+	}
+	bd.NextOffset += uint64(b.Len())
+	bd.EntryCount = bd.NextOffset
+	g.changed[o.buildID] = true
+	o.res = buildlog.AppendResult{
+		FirstOffset: next,
+		NextOffset:  bd.NextOffset,
+		Chunk:       buildlog.Chunk{First: next, Count: b.Len(), Data: data},
+	}
+	return nil
+}
+
+func (g *groupState) add(c chunkRow) {
+	g.rows = append(g.rows, c)
+	g.inserted[chunkKey{c.build, c.first}] = c
+}
+
+// finish queues o's terminal entry and sets the status on the build as the
+// group has moved it.
+func (g *groupState) finish(o *op) error {
+	f := o.fin
+	bd := g.builds[o.buildID]
+	if bd == nil {
+		return notFound(o.buildID)
+	}
+	if bd.Status.Terminal() {
+		if bd.Status == f.Status {
+			out := *bd
+			o.build = &out
+			return nil
+		}
+		return buildlog.Errorf(buildlog.EConflict, "build %s already finished as %s", o.buildID, bd.Status)
+	}
+	// Checked under the lock: the sweep picked this build as idle before
+	// the group took it, and an append (on any server) may have come in
+	// between, or another server's sweep may have finished it.
+	if !f.IdleBefore.IsZero() && !bd.LastActivity.Before(f.IdleBefore) {
+		return buildlog.Errorf(buildlog.EConflict, "build %s was active at %s, not idle", o.buildID,
+			bd.LastActivity.Format(time.RFC3339Nano))
+	}
+	now := o.now.UTC().Truncate(time.Microsecond)
+	fin := *f
+	if fin.Timestamp == "" {
+		fin.Timestamp = buildlog.Timestamp(now)
+	}
+	batch := buildlog.NewBatch([]buildlog.Entry{fin.Entry()}, nil, nil)
+	data := batch.Encode(o.buildID, bd.TemplateID, bd.NextOffset)
+	g.add(chunkRow{build: o.buildID, first: bd.NextOffset, count: 1, terminal: true, data: data})
+	o.chunk = buildlog.Chunk{First: bd.NextOffset, Count: 1, Data: data, Terminal: true}
+	bd.Status, bd.FinishedAt, bd.UpdatedAt, bd.LastActivity = f.Status, &now, now, now
+	bd.Result = f.Result
+	if len(bd.Result) == 0 {
+		bd.Result = nil
+	}
+	bd.NextOffset++
+	bd.EntryCount = bd.NextOffset
+	g.changed[o.buildID] = true
+	out := *bd
+	o.build = &out
+	return nil
+}
+
+// answerRetries reads the stored chunks that retries name: a retry whose
+// first attempt committed (its reply was lost) is answered as then, even
+// if the build has since finished; any other is a conflict.
+func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState, retries []*request) error {
+	var (
+		bids   []string
+		firsts []int64
+	)
+	for _, r := range retries {
+		bids, firsts = append(bids, r.Op.buildID), append(firsts, int64(*r.Op.batch.FirstOffset))
+	}
+	rows, err := conn.Query(ctx, `SELECT c.build_id, c.first_offset, c.count, c.hash FROM chunks c
+		JOIN unnest($1::text[], $2::bigint[]) AS r(build_id, first_offset)
+		ON c.build_id = r.build_id AND c.first_offset = r.first_offset`, bids, firsts)
+	if err != nil {
+		return err
+	}
+	stored := map[chunkKey]chunkRow{}
+	for rows.Next() {
+		var (
+			c     chunkRow
+			first int64
+		)
+		if err := rows.Scan(&c.build, &first, &c.count, &c.hash); err != nil {
+			rows.Close()
+			return err
+		}
+		c.first = uint64(first)
+		stored[chunkKey{c.build, c.first}] = c
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range retries {
+		o := r.Op
+		fo := *o.batch.FirstOffset
+		c, ok := stored[chunkKey{o.buildID, fo}]
+		if ok && c.count == o.batch.Len() && bytes.Equal(c.hash, o.batch.Hash) {
+			o.res = buildlog.AppendResult{FirstOffset: fo, NextOffset: fo + uint64(c.count), Replayed: true}
+			continue
+		}
+		r.Err = buildlog.ConflictAt(o.next, "first_offset: %d is not the next offset %d", fo, o.next)
+	}
+	return nil
+}
