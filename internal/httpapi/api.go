@@ -84,6 +84,7 @@ type API struct {
 	byKey map[string]map[*reqState]struct{}
 
 	limiter *limiter // nil without a rate limit
+	cache   *appendCache
 }
 
 // New returns the API for cfg.
@@ -118,6 +119,7 @@ func New(cfg Config) *API {
 		hub:     cfg.Hub,
 		log:     cfg.Logger,
 		now:     cfg.Now,
+		cache:   newAppendCache(),
 		drain:   make(chan struct{}),
 		streams: make(map[string]int),
 		byKey:   make(map[string]map[*reqState]struct{}),

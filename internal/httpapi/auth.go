@@ -30,7 +30,14 @@ func unauthorized(msg string) error { return buildlog.Errorf(buildlog.EUnauthori
 // stream token (?token=) is accepted only for reads of tokenBuild, the
 // build the route addresses; pass "" on routes that take none.
 func (a *API) authenticate(r *http.Request, scope buildlog.Scope, tokenBuild string) (*principal, error) {
-	p, err := a.resolve(r, scope, tokenBuild)
+	return a.authenticateWith(r, scope, tokenBuild, false)
+}
+
+// authenticateWith is authenticate; cached takes the key from the append
+// cache when it is there, for routes whose store write rechecks the key
+// (see appendCache).
+func (a *API) authenticateWith(r *http.Request, scope buildlog.Scope, tokenBuild string, cached bool) (*principal, error) {
+	p, err := a.resolve(r, scope, tokenBuild, cached)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +66,7 @@ func (p *principal) limitID() string {
 	return p.keyID
 }
 
-func (a *API) resolve(r *http.Request, scope buildlog.Scope, tokenBuild string) (*principal, error) {
+func (a *API) resolve(r *http.Request, scope buildlog.Scope, tokenBuild string, cached bool) (*principal, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		if tok := r.URL.Query().Get("token"); tok != "" {
@@ -79,12 +86,22 @@ func (a *API) resolve(r *http.Request, scope buildlog.Scope, tokenBuild string) 
 	if a.adminKey != nil && buildlog.SameHash(hash, a.adminKey) {
 		return &principal{keyID: "admin", admin: true}, nil
 	}
-	k, err := a.cfg.Store.KeyByHash(r.Context(), hash)
-	if buildlog.ErrorCode(err) == buildlog.ENotFound || (err == nil && !buildlog.SameHash(hash, k.Hash)) {
-		return nil, unauthorized("unknown API key")
+	var k *buildlog.Key
+	if cached {
+		k = a.cache.key(hash)
 	}
-	if err != nil {
-		return nil, err
+	if k == nil {
+		var err error
+		k, err = a.cfg.Store.KeyByHash(r.Context(), hash)
+		if buildlog.ErrorCode(err) == buildlog.ENotFound || (err == nil && !buildlog.SameHash(hash, k.Hash)) {
+			return nil, unauthorized("unknown API key")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cached {
+			a.cache.putKey(k)
+		}
 	}
 	p := &principal{keyID: k.ID, team: k.Team, admin: k.Admin(), key: k}
 	if !k.Can(scope) {

@@ -131,7 +131,7 @@ func newUUID() string {
 }
 
 func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.authenticate(r, buildlog.ScopeWrite, "")
+	p, err := a.authenticateWith(r, buildlog.ScopeWrite, "", true)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 		first = &n
 	}
-	b, err := a.build(r, p, id)
+	b, err := a.appendTarget(r, p, id)
 	if err != nil {
 		return err
 	}
@@ -171,8 +171,17 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	}
 	maskSecrets(entries, b.Secrets)
 	start := time.Now()
-	res, err := a.store.Append(r.Context(), b.ID, buildlog.NewBatch(entries, first, hash), now)
+	batch := buildlog.NewBatch(entries, first, hash)
+	batch.Created = b.CreatedAt
+	if p.key != nil {
+		batch.KeyID = p.key.ID
+	}
+	res, err := a.store.Append(r.Context(), b.ID, batch, now)
 	if err != nil {
+		a.cache.forget(err, p, b.ID)
+		if buildlog.ErrorCode(err) == buildlog.ENotFound {
+			return buildlog.Errorf(buildlog.ENotFound, "build %s not found", id)
+		}
 		return err
 	}
 	if !res.Replayed {

@@ -390,3 +390,7 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 	}
 	return nil
 }
+
+// GroupStats reports how many groups the writer committed and how many
+// requests they held.
+func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }

@@ -324,3 +324,7 @@ func (g *groupTx) finish(o *op) error {
 	o.build, o.chunk = b, chunk
 	return nil
 }
+
+// GroupStats reports how many groups the writer committed and how many
+// requests they held.
+func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }
