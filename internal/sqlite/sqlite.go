@@ -58,14 +58,14 @@ type Store struct {
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
-	appendBuild, insertChunk, chunkAt, keyExists, buildW *sql.Stmt // on w
-	// One update per case, so that an append rewrites only what changes:
-	// assigning an indexed column rewrites its index entry even to the
-	// same value (updateFirst: a queued build starts; updateActive: the
-	// recorded activity is older than buildlog.ActivityGranularity;
-	// updateQuiet: neither, only the builds row itself).
-	updateFirst, updateActive, updateQuiet *sql.Stmt
-	readLog, build                         *sql.Stmt // on r
+	appendBuild, chunkAt, keyExists, buildW *sql.Stmt // on w
+	readLog, build                          *sql.Stmt // on r
+	// many holds the writer's multi-row statements by text (see
+	// rowCounts); only the writer goroutine uses them.
+	many map[string]*sql.Stmt
+	// states is the writer's memory of build rows (see groupTx.state);
+	// only the writer goroutine touches it.
+	states map[string]*buildState
 
 	secretMu sync.Mutex
 	secret   []byte // cached: it never changes once created
@@ -133,6 +133,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	s := &Store{w: w, r: r, ck: ck, ckKick: make(chan struct{}, 1), ckStop: stop, ckDone: make(chan struct{})}
 	go s.checkpointer(bg)
 	s.bg, s.bgStop = context.WithCancel(context.Background())
+	s.many, s.states = map[string]*sql.Stmt{}, map[string]*buildState{}
 	s.q = group.New(group.DefaultLimits, s.commit)
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
@@ -180,27 +181,44 @@ func (s *Store) kick() {
 	}
 }
 
-// appendUpdate is the builds UPDATE of an append: it assigns status only
-// when a queued build starts, and last_activity only when it is to move
-// (see updateFirst). Arguments: ?1 now, ?2 next offset, ?3 entries added,
-// ?4 last phase or "", ?5 build id, and for a start ?6 the start time
-// (of the group's first append to the queued build).
-func appendUpdate(start, activity bool) string {
+// rowCounts are the sizes of multi-row statements prepared: a group writes
+// n rows as the binary digits of n, so seven statements of each kind
+// serve every n (the writer cannot prepare one while its transaction
+// holds the only connection).
+var rowCounts = []int{64, 32, 16, 8, 4, 2, 1}
+
+// insertChunks is the INSERT of n chunks.
+func insertChunks(n int) string {
+	return `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES ` +
+		strings.Repeat("(?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?)`
+}
+
+// updateBuilds is the UPDATE a group makes to n builds' rows. There is one
+// per case, so that an append rewrites only what changes: assigning an
+// indexed column rewrites its index entry even to the same value (start:
+// queued builds start, assigning status and started_at; activity: the
+// recorded activity is older than buildlog.ActivityGranularity, assigning
+// last_activity; neither: only the row itself). Each row of values is: id,
+// now, next offset, entries added, last phase or "", start time.
+func updateBuilds(start, activity bool, n int) string {
 	var set []string
 	if start {
-		set = append(set, `status = CASE status WHEN 'queued' THEN 'building' ELSE status END`)
+		set = append(set, `status = CASE status WHEN 'queued' THEN 'building' ELSE status END`,
+			`started_at = coalesce(started_at, u.column6)`)
 	}
-	if start {
-		set = append(set, `started_at = coalesce(started_at, ?6)`)
-	}
-	set = append(set, `next_offset = ?2`,
-		`entry_count = entry_count + ?3`, `last_phase = coalesce(nullif(?4, ''), last_phase)`)
+	set = append(set, `next_offset = u.column3`, `entry_count = entry_count + u.column4`,
+		`last_phase = coalesce(nullif(u.column5, ''), last_phase)`)
 	if activity {
-		set = append(set, `last_activity = ?1`)
+		set = append(set, `last_activity = u.column2`)
 	}
-	set = append(set, `updated_at = ?1`)
-	return `UPDATE builds SET ` + strings.Join(set, ", ") + ` WHERE id = ?5`
+	set = append(set, `updated_at = u.column2`)
+	return `UPDATE builds SET ` + strings.Join(set, ", ") + ` FROM (VALUES ` +
+		strings.Repeat("(?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?)) AS u WHERE builds.id = u.column1`
 }
+
+// stmt returns the writer's prepared statement for text, one of those
+// prepare made.
+func (s *Store) stmt(text string) *sql.Stmt { return s.many[text] }
 
 func (s *Store) prepare(ctx context.Context) error {
 	for _, p := range []struct {
@@ -211,10 +229,6 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity, created_at FROM builds WHERE id = ?`},
 		{s.w, &s.keyExists, `SELECT 1 FROM keys WHERE id = ?`},
 		{s.w, &s.buildW, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},
-		{s.w, &s.insertChunk, `INSERT INTO chunks (build_id, first_offset, count, terminal, hash, data) VALUES (?, ?, ?, ?, ?, ?)`},
-		{s.w, &s.updateFirst, appendUpdate(true, true)},
-		{s.w, &s.updateActive, appendUpdate(false, true)},
-		{s.w, &s.updateQuiet, appendUpdate(false, false)},
 		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
 		// The subquery seeks, on (build_id, first_offset), the last chunk
 		// starting at or before the offset; chunks are dense, so it holds
@@ -230,6 +244,21 @@ func (s *Store) prepare(ctx context.Context) error {
 			return err
 		}
 		*p.stmt = stmt
+	}
+	for _, n := range rowCounts {
+		texts := []string{insertChunks(n)}
+		for _, start := range []bool{false, true} {
+			for _, activity := range []bool{false, true} {
+				texts = append(texts, updateBuilds(start, activity, n))
+			}
+		}
+		for _, text := range texts {
+			stmt, err := s.w.PrepareContext(ctx, text)
+			if err != nil {
+				return err
+			}
+			s.many[text] = stmt
+		}
 	}
 	return nil
 }
@@ -271,7 +300,10 @@ func (s *Store) Close() error {
 		<-s.ckDone
 	})
 	var errs []error
-	for _, stmt := range []*sql.Stmt{s.appendBuild, s.insertChunk, s.keyExists, s.buildW, s.updateFirst, s.updateActive, s.updateQuiet, s.chunkAt, s.readLog, s.build} {
+	for _, stmt := range s.many {
+		errs = append(errs, stmt.Close())
+	}
+	for _, stmt := range []*sql.Stmt{s.appendBuild, s.keyExists, s.buildW, s.chunkAt, s.readLog, s.build} {
 		if stmt != nil {
 			errs = append(errs, stmt.Close())
 		}

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 
@@ -474,4 +476,35 @@ func BenchmarkReadLogRandom(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkFleetAppend is 256 producers appending 10-entry batches to
+// their own builds at once, straight to the store: what group commit is
+// for. It reports appends/s and the writer's groups.
+func BenchmarkFleetAppend(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	ctx := context.Background()
+	const builds = 256
+	for i := range builds {
+		if err := s.CreateBuild(ctx, storetest.NewBuild(fmt.Sprintf("fleet-%d", i), storetest.At(0))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	batch := benchBatch(10)
+	g0, r0 := s.GroupStats()
+	var next atomic.Int64
+	b.SetParallelism((builds + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := fmt.Sprintf("fleet-%d", next.Add(1)%builds)
+		for pb.Next() {
+			if _, err := s.Append(ctx, id, batch, storetest.At(1)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	g1, r1 := s.GroupStats()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+	b.ReportMetric(float64(r1-r0)/float64(max(g1-g0, 1)), "appends/group")
 }

@@ -50,7 +50,30 @@ type groupTx struct {
 	tx     *sql.Tx
 	builds map[string]*buildState // nil value: no such build
 	keys   map[string]bool
+	// rows are the chunks the group inserts, all at once before it
+	// commits; inserted indexes them so that a retry of a batch earlier in
+	// the same group is recognised.
+	rows     []chunkRow
+	inserted map[chunkKey]int
 }
+
+type chunkKey struct {
+	build string
+	first int64
+}
+
+type chunkRow struct {
+	build    string
+	first    int64
+	count    int
+	terminal bool
+	hash     []byte
+	data     []byte
+}
+
+// maxCachedStates bounds the writer's memory of build rows; past it the
+// memory starts again empty.
+const maxCachedStates = 1 << 16
 
 // commit is the writer: every request of the group in one transaction,
 // one flush. A request that fails its own checks is answered alone (those
@@ -68,7 +91,10 @@ func (s *Store) commit(reqs []*request) {
 		failAll(reqs, wrap("append", err))
 		return
 	}
-	g := &groupTx{s: s, ctx: ctx, tx: tx, builds: map[string]*buildState{}, keys: map[string]bool{}}
+	if len(s.states) > maxCachedStates {
+		s.states = map[string]*buildState{}
+	}
+	g := &groupTx{s: s, ctx: ctx, tx: tx, builds: s.states, keys: map[string]bool{}, inserted: map[chunkKey]int{}}
 	for _, r := range reqs {
 		o := r.Op
 		var err error
@@ -80,24 +106,28 @@ func (s *Store) commit(reqs []*request) {
 		}
 		var e *buildlog.Error
 		if err != nil && !errors.As(err, &e) {
-			tx.Rollback()
-			failAll(reqs, wrap("append", err))
+			s.rollback(tx, reqs, err)
 			return
 		}
 		r.Err = err
 	}
-	for id, st := range g.builds {
-		if err := g.flush(id, st); err != nil {
-			tx.Rollback()
-			failAll(reqs, wrap("append", err))
-			return
-		}
+	if err := g.write(); err != nil {
+		s.rollback(tx, reqs, err)
+		return
 	}
 	if err := tx.Commit(); err != nil {
-		failAll(reqs, wrap("append", err))
+		s.rollback(tx, reqs, err)
 		return
 	}
 	s.kick()
+}
+
+// rollback ends a group that failed: every request gets the store's
+// error, and the writer forgets the rows the group had moved in memory.
+func (s *Store) rollback(tx *sql.Tx, reqs []*request, err error) {
+	tx.Rollback()
+	s.states = map[string]*buildState{}
+	failAll(reqs, wrap("append", err))
 }
 
 // failAll answers err to every request of a group whose transaction
@@ -112,6 +142,8 @@ func failAll(reqs []*request, err error) {
 }
 
 func (s *Store) runBulk(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+	// A bulk change (retention) may delete or rewrite any row.
+	s.states = map[string]*buildState{}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -127,8 +159,13 @@ func (s *Store) runBulk(ctx context.Context, fn func(context.Context, *sql.Tx) e
 	return nil
 }
 
-// state returns the build's row as the group sees it, reading it on first
-// use; nil when there is no such build.
+// state returns the build's row as the group sees it: from the writer's
+// memory of earlier groups, else read. The memory is exact because every
+// change to a build's log and status goes through this writer (CreateBuild
+// adds rows the memory does not hold yet, and a miss is read), it is
+// dropped whenever a group rolls back or a bulk change runs, and only one
+// server uses a data directory. nil when there is no such build; misses
+// are not remembered past the group.
 func (g *groupTx) state(id string) (*buildState, error) {
 	if st, ok := g.builds[id]; ok {
 		return st, nil
@@ -140,7 +177,6 @@ func (g *groupTx) state(id string) (*buildState, error) {
 	err := g.tx.StmtContext(g.ctx, g.s.appendBuild).QueryRowContext(g.ctx, id).
 		Scan(&st.templateID, &status, &st.next, &st.recorded, &st.created)
 	if errors.Is(err, sql.ErrNoRows) {
-		g.builds[id] = nil
 		return nil, nil
 	}
 	if err != nil {
@@ -196,9 +232,7 @@ func (g *groupTx) append(o *op) error {
 	// Only copying is left to do in the transaction: the entries were
 	// encoded up to their offsets before the request was queued.
 	data := b.Encode(o.buildID, st.templateID, uint64(st.next))
-	if _, err := g.tx.StmtContext(g.ctx, g.s.insertChunk).ExecContext(g.ctx, o.buildID, st.next, b.Len(), 0, nullBytes(b.Hash), data); err != nil {
-		return err
-	}
+	g.add(chunkRow{build: o.buildID, first: st.next, count: b.Len(), hash: b.Hash, data: data})
 	now := nanos(o.now)
 	if st.status == buildlog.StatusQueued {
 		st.status, st.start, st.startedAt = buildlog.StatusBuilding, true, now
@@ -226,22 +260,81 @@ func sealed(id string, status buildlog.Status) error {
 	return buildlog.Errorf(buildlog.EConflict, "build %s is %s; its log is sealed", id, status)
 }
 
-// flush writes the group's changes to one build's row.
-func (g *groupTx) flush(id string, st *buildState) error {
-	if st == nil || !st.dirty {
-		return nil
+func (g *groupTx) add(c chunkRow) {
+	g.inserted[chunkKey{c.build, c.first}] = len(g.rows)
+	g.rows = append(g.rows, c)
+}
+
+// write inserts the group's chunks and writes back every build row the
+// group moved, in multi-row statements: a statement costs the single
+// writer about as much as the row it writes.
+func (g *groupTx) write() error {
+	for rows := g.rows; len(rows) > 0; {
+		n := rowCount(len(rows))
+		st := g.s.stmt(insertChunks(n))
+		args := make([]any, 0, 6*n)
+		for _, c := range rows[:n] {
+			terminal := 0
+			if c.terminal {
+				terminal = 1
+			}
+			args = append(args, c.build, c.first, c.count, terminal, nullBytes(c.hash), c.data)
+		}
+		if _, err := g.tx.StmtContext(g.ctx, st).ExecContext(g.ctx, args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
 	}
-	update, args := g.s.updateQuiet, []any{st.now, st.next, st.added, st.lastPhase, id}
-	switch {
-	case st.start:
-		update, args = g.s.updateFirst, append(args, st.startedAt)
-	case st.activity:
-		update = g.s.updateActive
+	var byCase [2][2][]string
+	for id, st := range g.builds {
+		if st != nil && st.dirty {
+			byCase[b2i(st.start)][b2i(st.activity)] = append(byCase[b2i(st.start)][b2i(st.activity)], id)
+		}
 	}
-	if _, err := g.tx.StmtContext(g.ctx, update).ExecContext(g.ctx, args...); err != nil {
-		return err
+	for start := range 2 {
+		for activity := range 2 {
+			if err := g.update(start == 1, activity == 1, byCase[start][activity]); err != nil {
+				return err
+			}
+		}
 	}
-	st.added, st.start, st.activity, st.lastPhase, st.dirty = 0, false, false, "", false
+	return nil
+}
+
+// rowCount is the size of the next multi-row statement for n rows: the
+// largest prepared size that n reaches.
+func rowCount(n int) int {
+	for _, c := range rowCounts {
+		if n >= c {
+			return c
+		}
+	}
+	return 1
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// update writes back the rows of ids, which share a case of updateBuilds.
+func (g *groupTx) update(start, activity bool, ids []string) error {
+	for len(ids) > 0 {
+		n := rowCount(len(ids))
+		stmt := g.s.stmt(updateBuilds(start, activity, n))
+		args := make([]any, 0, 6*n)
+		for _, id := range ids[:n] {
+			st := g.builds[id]
+			args = append(args, id, st.now, st.next, st.added, st.lastPhase, st.startedAt)
+			st.added, st.start, st.activity, st.lastPhase, st.dirty = 0, false, false, "", false
+		}
+		if _, err := g.tx.StmtContext(g.ctx, stmt).ExecContext(g.ctx, args...); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
 	return nil
 }
 
@@ -252,6 +345,14 @@ func (g *groupTx) replay(o *op, next uint64) error {
 	b := o.batch
 	first := *b.FirstOffset
 	if first < next && len(b.Hash) > 0 {
+		if i, ok := g.inserted[chunkKey{o.buildID, int64(first)}]; ok {
+			c := g.rows[i]
+			if c.count == b.Len() && bytes.Equal(c.hash, b.Hash) {
+				o.res = buildlog.AppendResult{FirstOffset: first, NextOffset: first + uint64(c.count), Replayed: true}
+				return nil
+			}
+			return buildlog.ConflictAt(next, "first_offset %d is not the build's next offset %d", first, next)
+		}
 		var (
 			count int64
 			hash  []byte
@@ -273,8 +374,8 @@ func (g *groupTx) replay(o *op, next uint64) error {
 // appends of the group changed in it.
 func (g *groupTx) finish(o *op) error {
 	f := o.fin
-	if st := g.builds[o.buildID]; st != nil {
-		if err := g.flush(o.buildID, st); err != nil {
+	if st := g.builds[o.buildID]; st != nil && st.dirty {
+		if err := g.update(st.start, st.activity, []string{o.buildID}); err != nil {
 			return err
 		}
 	}
@@ -304,9 +405,7 @@ func (g *groupTx) finish(o *op) error {
 	batch.Terminal = true
 	chunk := buildlog.Chunk{First: b.NextOffset, Count: 1, Terminal: true,
 		Data: batch.Encode(o.buildID, b.TemplateID, b.NextOffset)}
-	if _, err := g.tx.StmtContext(g.ctx, g.s.insertChunk).ExecContext(g.ctx, o.buildID, int64(chunk.First), 1, 1, nil, chunk.Data); err != nil {
-		return err
-	}
+	g.add(chunkRow{build: o.buildID, first: int64(chunk.First), count: 1, terminal: true, data: chunk.Data})
 	t := o.now.UTC()
 	b.Status, b.FinishedAt, b.UpdatedAt, b.LastActivity = f.Status, &t, t, t
 	b.NextOffset, b.EntryCount = chunk.End(), b.EntryCount+1
@@ -316,7 +415,7 @@ func (g *groupTx) finish(o *op) error {
 		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), o.buildID); err != nil {
 		return err
 	}
-	// Later requests of the group read the row as it now is.
+	// Later requests read the row as it now is.
 	delete(g.builds, o.buildID)
 	if len(b.Result) == 0 {
 		b.Result = nil
