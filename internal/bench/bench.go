@@ -39,8 +39,7 @@ type Config struct {
 	// Runs is how many times each scenario but fan-out is measured; the
 	// table shows medians.
 	Runs int
-	// Only lists the scenarios to run (ingest, single, replay, polling,
-	// fanout); empty runs them all.
+	// Only lists the scenarios to run (see Scenarios); empty runs them all.
 	Only []string
 
 	IngestProducers int // concurrent producers, one build each
@@ -56,6 +55,13 @@ type Config struct {
 	FanoutRate      int           // entries appended per second
 	FanoutBatch     int           // entries per append request
 	FanoutDuration  time.Duration // how long the producer appends
+
+	FleetBuilds   int           // fleet: concurrent producers, one build each
+	FleetBatch    int           // fleet: entries per append
+	FleetDuration time.Duration // fleet: how long each round's loop runs
+	// Redis is the redis-server fleet compares with: "" for the one on
+	// PATH (none there: no comparison), "none" for no comparison.
+	Redis string
 
 	// HeapProfile, with an in-process fan-out server, is where to write a
 	// heap profile taken once every follower is connected.
@@ -79,6 +85,9 @@ var Default = Config{
 	FanoutRate:      100,
 	FanoutBatch:     10,
 	FanoutDuration:  30 * time.Second,
+	FleetBuilds:     256,
+	FleetBatch:      10,
+	FleetDuration:   8 * time.Second,
 }
 
 // Quick is every scenario at tiny sizes, a few seconds in all: a smoke
@@ -95,10 +104,13 @@ var Quick = Config{
 	FanoutRate:      100,
 	FanoutBatch:     10,
 	FanoutDuration:  2 * time.Second,
+	FleetBuilds:     16,
+	FleetBatch:      10,
+	FleetDuration:   time.Second,
 }
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout"}
+var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet"}
 
 func (c Config) withDefaults(d Config) Config {
 	set := func(v *int, def int) {
@@ -116,8 +128,17 @@ func (c Config) withDefaults(d Config) Config {
 	set(&c.FanoutFollowers, d.FanoutFollowers)
 	set(&c.FanoutRate, d.FanoutRate)
 	set(&c.FanoutBatch, d.FanoutBatch)
-	if c.FanoutDuration <= 0 {
-		c.FanoutDuration = d.FanoutDuration
+	set(&c.FleetBuilds, d.FleetBuilds)
+	set(&c.FleetBatch, d.FleetBatch)
+	for _, v := range []struct {
+		d   *time.Duration
+		def time.Duration
+	}{
+		{&c.FanoutDuration, d.FanoutDuration}, {&c.FleetDuration, d.FleetDuration},
+	} {
+		if *v.d <= 0 {
+			*v.d = v.def
+		}
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -139,6 +160,9 @@ func (c Config) validate() error {
 	}
 	if c.IngestBatchSize > 10000 {
 		return errors.New("--ingest-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.FleetBatch > 10000 {
+		return errors.New("--batch: at most 10000 entries, the server's default limit")
 	}
 	if c.FanoutBatch > c.FanoutRate {
 		return errors.New("--fanout-batch: at most --fanout-rate entries per append")
@@ -178,6 +202,7 @@ func Run(ctx context.Context, cfg Config, base Config, out io.Writer) error {
 		{"replay", r.replay},
 		{"polling", r.polling},
 		{"fanout", r.fanout},
+		{"fleet", r.fleet},
 	}
 	for _, s := range steps {
 		if !cfg.runs(s.name) {
