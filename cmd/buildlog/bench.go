@@ -34,6 +34,8 @@ Scenarios (--only or --scenario picks some):
   fleet    256 producers, a build each, 10-entry appends back to back for 8s,
            alternating with the same loop on a private durable Redis
            (redis-server from PATH, appendfsync always) when there is one
+  farm     256 builds appending 10 entries 10 times a second, 4 followers
+           each; delivery latency and server CPU per delivered event
 
 Examples:
   buildlog bench                        # the full run, about 4 minutes on 2 cores
@@ -83,6 +85,11 @@ func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.FleetBatch, "batch", 0, "fleet: entries per append (default 10)")
 	fs.Var(durationValue{&cfg.FleetDuration}, "fleet-duration", "fleet: how long each round's loop runs, on buildlog and on Redis (default 8s)")
 	fs.StringVar(&cfg.Redis, "redis", "", "fleet: the redis-server binary to compare with (default redis-server on PATH; none: no comparison)")
+	fs.IntVar(&cfg.FarmBuilds, "farm-builds", 0, "farm: builds appending at once (default 256)")
+	fs.IntVar(&cfg.FarmFollowers, "farm-followers", 0, "farm: followers of each build (default 4)")
+	fs.IntVar(&cfg.FarmRate, "farm-rate", 0, "farm: appends per second per build (default 10)")
+	fs.IntVar(&cfg.FarmBatch, "farm-batch", 0, "farm: entries per append (default 10)")
+	fs.Var(durationValue{&cfg.FarmDuration}, "farm-duration", "farm: how long the producers append (default 20s)")
 	fs.StringVar(&serveBin, "serve-bin", "", "the buildlog binary to run as the server (default this one)")
 	fs.BoolVar(&inProcess, "in-process", false, "serve from this process rather than from buildlog serve children, so that --cpuprofile and --memprofile see the server (fan-out's RSS then includes its followers)")
 	fs.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of this process to FILE (the server too with --in-process)")

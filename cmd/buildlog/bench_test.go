@@ -42,6 +42,8 @@ func TestBenchQuick(t *testing.T) {
 				"fan-out        delivery p99", "RSS growth per follower, peak",
 				"fan-out, deliveries: all ",
 				"fleet          appends/s (16 builds × 10)", "append p99", "failed appends",
+				"farm           delivery p99 (16 builds × 2 followers)", "server CPU per delivered event",
+				"farm, deliveries: all ",
 			} {
 				if !strings.Contains(table, want) {
 					t.Errorf("table lacks %q:\n%s", want, table)
@@ -71,7 +73,7 @@ func TestBenchURL(t *testing.T) {
 		t.Fatalf("bench: %v\n%s\n%s", err, out.String(), errOut.String())
 	}
 	for _, want := range []string{"the server at " + srv.URL, "replay         entries/s", "fan-out, deliveries: all ",
-		"fleet          appends/s"} {
+		"fleet          appends/s", "farm, deliveries: all "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

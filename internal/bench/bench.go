@@ -63,6 +63,12 @@ type Config struct {
 	// PATH (none there: no comparison), "none" for no comparison.
 	Redis string
 
+	FarmBuilds    int           // farm: builds appending at once
+	FarmFollowers int           // farm: followers of each build
+	FarmRate      int           // farm: appends per second per build
+	FarmBatch     int           // farm: entries per append
+	FarmDuration  time.Duration // farm: how long the producers append
+
 	// HeapProfile, with an in-process fan-out server, is where to write a
 	// heap profile taken once every follower is connected.
 	HeapProfile string
@@ -88,6 +94,11 @@ var Default = Config{
 	FleetBuilds:     256,
 	FleetBatch:      10,
 	FleetDuration:   8 * time.Second,
+	FarmBuilds:      256,
+	FarmFollowers:   4,
+	FarmRate:        10,
+	FarmBatch:       10,
+	FarmDuration:    20 * time.Second,
 }
 
 // Quick is every scenario at tiny sizes, a few seconds in all: a smoke
@@ -107,10 +118,15 @@ var Quick = Config{
 	FleetBuilds:     16,
 	FleetBatch:      10,
 	FleetDuration:   time.Second,
+	FarmBuilds:      16,
+	FarmFollowers:   2,
+	FarmRate:        10,
+	FarmBatch:       10,
+	FarmDuration:    2 * time.Second,
 }
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet"}
+var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet", "farm"}
 
 func (c Config) withDefaults(d Config) Config {
 	set := func(v *int, def int) {
@@ -130,11 +146,15 @@ func (c Config) withDefaults(d Config) Config {
 	set(&c.FanoutBatch, d.FanoutBatch)
 	set(&c.FleetBuilds, d.FleetBuilds)
 	set(&c.FleetBatch, d.FleetBatch)
+	set(&c.FarmBuilds, d.FarmBuilds)
+	set(&c.FarmFollowers, d.FarmFollowers)
+	set(&c.FarmRate, d.FarmRate)
+	set(&c.FarmBatch, d.FarmBatch)
 	for _, v := range []struct {
 		d   *time.Duration
 		def time.Duration
 	}{
-		{&c.FanoutDuration, d.FanoutDuration}, {&c.FleetDuration, d.FleetDuration},
+		{&c.FanoutDuration, d.FanoutDuration}, {&c.FleetDuration, d.FleetDuration}, {&c.FarmDuration, d.FarmDuration},
 	} {
 		if *v.d <= 0 {
 			*v.d = v.def
@@ -161,8 +181,11 @@ func (c Config) validate() error {
 	if c.IngestBatchSize > 10000 {
 		return errors.New("--ingest-batch: at most 10000 entries, the server's default limit")
 	}
-	if c.FleetBatch > 10000 {
-		return errors.New("--batch: at most 10000 entries, the server's default limit")
+	if c.FleetBatch > 10000 || c.FarmBatch > 10000 {
+		return errors.New("--batch, --farm-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.FarmRate > 1000 {
+		return errors.New("--farm-rate: at most 1000 appends per second per build")
 	}
 	if c.FanoutBatch > c.FanoutRate {
 		return errors.New("--fanout-batch: at most --fanout-rate entries per append")
@@ -203,6 +226,7 @@ func Run(ctx context.Context, cfg Config, base Config, out io.Writer) error {
 		{"polling", r.polling},
 		{"fanout", r.fanout},
 		{"fleet", r.fleet},
+		{"farm", r.farm},
 	}
 	for _, s := range steps {
 		if !cfg.runs(s.name) {

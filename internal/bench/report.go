@@ -111,7 +111,7 @@ func (r *runner) print(out io.Writer) {
 	fmt.Fprintf(out, "machine: %s\n", machine())
 	fmt.Fprintf(out, "load:    1-minute load average %s at the start, %s at the end\n", r.load0, loadAverage())
 	fmt.Fprintf(out, "store:   %s\n", r.storeIs)
-	fmt.Fprintf(out, "figures: median of %d runs [min–max]; fan-out runs once; fleet's runs alternate buildlog and Redis\n\n", r.cfg.Runs)
+	fmt.Fprintf(out, "figures: median of %d runs [min–max]; fan-out and farm run once; fleet's runs alternate buildlog and Redis\n\n", r.cfg.Runs)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tfigure\tbuildlog\tbaseline\tratio\ttarget\t")
 	var notes []figure
