@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,9 @@ func TestBenchQuick(t *testing.T) {
 				"polling        lines/s",
 				"fan-out        delivery p99", "RSS growth per follower, peak",
 				"fan-out, deliveries: all ",
+				"fleet          appends/s (16 builds × 10)", "append p99", "failed appends",
+				"farm           delivery p99 (16 builds × 2 followers)", "server CPU per delivered event",
+				"farm, deliveries: all ",
 			} {
 				if !strings.Contains(table, want) {
 					t.Errorf("table lacks %q:\n%s", want, table)
@@ -68,7 +72,8 @@ func TestBenchURL(t *testing.T) {
 	if err := run(ctx, args, []string{"BUILDLOG_API_KEY=admin-secret"}, nil, &out, &errOut); err != nil {
 		t.Fatalf("bench: %v\n%s\n%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{"the server at " + srv.URL, "replay         entries/s", "fan-out, deliveries: all "} {
+	for _, want := range []string{"the server at " + srv.URL, "replay         entries/s", "fan-out, deliveries: all ",
+		"fleet          appends/s", "farm, deliveries: all "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
@@ -81,11 +86,64 @@ func TestBenchURL(t *testing.T) {
 	}
 }
 
+// TestBenchFleet runs the fleet scenario in its single-entry shape (one
+// build, one entry an append: the latency target's), beside a private
+// Redis when redis-server is installed, and without one when told; only
+// that the figures are printed is checked, never their values.
+func TestBenchFleet(t *testing.T) {
+	_, lookErr := exec.LookPath("redis-server")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		redis bool
+	}{
+		{"single-entry", []string{"--builds", "1", "--batch", "1"}, lookErr == nil},
+		{"no-redis", []string{"--builds", "4", "--batch", "3", "--redis", "none"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			args := append([]string{"bench", "--scenario", "fleet", "--quick", "--fleet-duration", "300ms",
+				"--dir", tmp, "--serve-bin", binPath}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var out, errOut bytes.Buffer
+			if err := run(ctx, args, nil, nil, &out, &errOut); err != nil {
+				t.Fatalf("bench: %v\n%s\n%s", err, out.String(), errOut.String())
+			}
+			table := out.String()
+			wants := []string{"appends/s (", "entries/s", "append p50", "append p99", "failed appends (retried)"}
+			if tc.name == "single-entry" {
+				wants = append(wants, "appends/s (1 build × 1)", "≤ 0.5 ms")
+			}
+			if tc.redis {
+				wants = append(wants, "(Redis durable)", "buildlog/Redis appends/s by round: ")
+			} else {
+				wants = append(wants, "fleet, Redis comparison: skipped")
+			}
+			for _, want := range wants {
+				if !strings.Contains(table, want) {
+					t.Errorf("table lacks %q:\n%s", want, table)
+				}
+			}
+			if strings.Contains(table, "error") || strings.Contains(table, "ingest") {
+				t.Errorf("a scenario failed, or another ran:\n%s\n%s", table, errOut.String())
+			}
+			// The Redis the bench started is gone with its directory, and
+			// so is everything else the bench made.
+			if left, _ := os.ReadDir(tmp); len(left) > 0 {
+				t.Errorf("the bench left %v in --dir", left)
+			}
+		})
+	}
+}
+
 func TestBenchUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "--only", "ingest,nope"},
 		{"bench", "--url", "http://127.0.0.1:1"}, // no key
 		{"bench", "--poll-limit", "20000"},
+		{"bench", "--scenario", "fleet", "--batch", "20000"},
+		{"bench", "--scenario", "flee"},
 		{"bench", "extra"},
 	} {
 		var out, errOut bytes.Buffer

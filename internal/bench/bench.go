@@ -39,8 +39,7 @@ type Config struct {
 	// Runs is how many times each scenario but fan-out is measured; the
 	// table shows medians.
 	Runs int
-	// Only lists the scenarios to run (ingest, single, replay, polling,
-	// fanout); empty runs them all.
+	// Only lists the scenarios to run (see Scenarios); empty runs them all.
 	Only []string
 
 	IngestProducers int // concurrent producers, one build each
@@ -56,6 +55,19 @@ type Config struct {
 	FanoutRate      int           // entries appended per second
 	FanoutBatch     int           // entries per append request
 	FanoutDuration  time.Duration // how long the producer appends
+
+	FleetBuilds   int           // fleet: concurrent producers, one build each
+	FleetBatch    int           // fleet: entries per append
+	FleetDuration time.Duration // fleet: how long each round's loop runs
+	// Redis is the redis-server fleet compares with: "" for the one on
+	// PATH (none there: no comparison), "none" for no comparison.
+	Redis string
+
+	FarmBuilds    int           // farm: builds appending at once
+	FarmFollowers int           // farm: followers of each build
+	FarmRate      int           // farm: appends per second per build
+	FarmBatch     int           // farm: entries per append
+	FarmDuration  time.Duration // farm: how long the producers append
 
 	// HeapProfile, with an in-process fan-out server, is where to write a
 	// heap profile taken once every follower is connected.
@@ -79,6 +91,14 @@ var Default = Config{
 	FanoutRate:      100,
 	FanoutBatch:     10,
 	FanoutDuration:  30 * time.Second,
+	FleetBuilds:     256,
+	FleetBatch:      10,
+	FleetDuration:   8 * time.Second,
+	FarmBuilds:      256,
+	FarmFollowers:   4,
+	FarmRate:        10,
+	FarmBatch:       10,
+	FarmDuration:    20 * time.Second,
 }
 
 // Quick is every scenario at tiny sizes, a few seconds in all: a smoke
@@ -95,10 +115,18 @@ var Quick = Config{
 	FanoutRate:      100,
 	FanoutBatch:     10,
 	FanoutDuration:  2 * time.Second,
+	FleetBuilds:     16,
+	FleetBatch:      10,
+	FleetDuration:   time.Second,
+	FarmBuilds:      16,
+	FarmFollowers:   2,
+	FarmRate:        10,
+	FarmBatch:       10,
+	FarmDuration:    2 * time.Second,
 }
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout"}
+var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet", "farm"}
 
 func (c Config) withDefaults(d Config) Config {
 	set := func(v *int, def int) {
@@ -116,8 +144,21 @@ func (c Config) withDefaults(d Config) Config {
 	set(&c.FanoutFollowers, d.FanoutFollowers)
 	set(&c.FanoutRate, d.FanoutRate)
 	set(&c.FanoutBatch, d.FanoutBatch)
-	if c.FanoutDuration <= 0 {
-		c.FanoutDuration = d.FanoutDuration
+	set(&c.FleetBuilds, d.FleetBuilds)
+	set(&c.FleetBatch, d.FleetBatch)
+	set(&c.FarmBuilds, d.FarmBuilds)
+	set(&c.FarmFollowers, d.FarmFollowers)
+	set(&c.FarmRate, d.FarmRate)
+	set(&c.FarmBatch, d.FarmBatch)
+	for _, v := range []struct {
+		d   *time.Duration
+		def time.Duration
+	}{
+		{&c.FanoutDuration, d.FanoutDuration}, {&c.FleetDuration, d.FleetDuration}, {&c.FarmDuration, d.FarmDuration},
+	} {
+		if *v.d <= 0 {
+			*v.d = v.def
+		}
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -139,6 +180,12 @@ func (c Config) validate() error {
 	}
 	if c.IngestBatchSize > 10000 {
 		return errors.New("--ingest-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.FleetBatch > 10000 || c.FarmBatch > 10000 {
+		return errors.New("--batch, --farm-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.FarmRate > 1000 {
+		return errors.New("--farm-rate: at most 1000 appends per second per build")
 	}
 	if c.FanoutBatch > c.FanoutRate {
 		return errors.New("--fanout-batch: at most --fanout-rate entries per append")
@@ -178,6 +225,8 @@ func Run(ctx context.Context, cfg Config, base Config, out io.Writer) error {
 		{"replay", r.replay},
 		{"polling", r.polling},
 		{"fanout", r.fanout},
+		{"fleet", r.fleet},
+		{"farm", r.farm},
 	}
 	for _, s := range steps {
 		if !cfg.runs(s.name) {

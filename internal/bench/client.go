@@ -53,11 +53,7 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, out a
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		hint := ""
-		if resp.StatusCode == http.StatusTooManyRequests {
-			hint = " (the server's --rate-per-key limit: run it with --rate-per-key 0 to measure it)"
-		}
-		return fmt.Errorf("%s %s: %s: %s%s", method, path, resp.Status, bytes.TrimSpace(msg), hint)
+		return &statusError{method: method, path: path, status: resp.Status, code: resp.StatusCode, body: bytes.TrimSpace(msg)}
 	}
 	if out == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
@@ -75,6 +71,35 @@ func (c *client) createBuild(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return b.ID, nil
+}
+
+// statusError is a reply that is not 2xx; fleet's producers act on its
+// code as a real producer would (retry, or resynchronise after a 409).
+type statusError struct {
+	method, path, status string
+	code                 int
+	body                 []byte
+}
+
+func (e *statusError) Error() string {
+	hint := ""
+	if e.code == http.StatusTooManyRequests {
+		hint = " (the server's --rate-per-key limit: run it with --rate-per-key 0 to measure it)"
+	}
+	return fmt.Sprintf("%s %s: %s: %s%s", e.method, e.path, e.status, e.body, hint)
+}
+
+// nextOffset is the build's next offset a 409 carries, if it does.
+func (e *statusError) nextOffset() (uint64, bool) {
+	var b struct {
+		Error struct {
+			NextOffset *uint64 `json:"next_offset"`
+		} `json:"error"`
+	}
+	if e.code != http.StatusConflict || json.Unmarshal(e.body, &b) != nil || b.Error.NextOffset == nil {
+		return 0, false
+	}
+	return *b.Error.NextOffset, true
 }
 
 type appendReply struct {

@@ -19,6 +19,7 @@ const (
 	bytesPer
 	count
 	perCPUSecond // things per CPU-second of the server
+	cpuTime      // seconds of CPU per thing; lower is better
 )
 
 // figure is one row of the table: a value per run, and the baseline's.
@@ -70,6 +71,17 @@ func (u unit) format(v float64) string {
 			return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 		}
 		return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+	case cpuTime:
+		switch us := v * 1e6; {
+		case us >= 1000:
+			return fmt.Sprintf("%.2f ms", us/1000)
+		case us >= 100:
+			return fmt.Sprintf("%.0f µs", us)
+		case us >= 10:
+			return fmt.Sprintf("%.1f µs", us)
+		default:
+			return fmt.Sprintf("%.2f µs", us)
+		}
 	case bytesPer:
 		switch {
 		case v >= 1<<20:
@@ -99,7 +111,7 @@ func (r *runner) print(out io.Writer) {
 	fmt.Fprintf(out, "machine: %s\n", machine())
 	fmt.Fprintf(out, "load:    1-minute load average %s at the start, %s at the end\n", r.load0, loadAverage())
 	fmt.Fprintf(out, "store:   %s\n", r.storeIs)
-	fmt.Fprintf(out, "figures: median of %d runs [min–max]; fan-out runs once\n\n", r.cfg.Runs)
+	fmt.Fprintf(out, "figures: median of %d runs [min–max]; fan-out and farm run once; fleet's runs alternate buildlog and Redis\n\n", r.cfg.Runs)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tfigure\tbuildlog\tbaseline\tratio\ttarget\t")
 	var notes []figure
