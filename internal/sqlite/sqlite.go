@@ -152,6 +152,10 @@ const checkpointEvery = 100 * time.Millisecond
 // 32 MiB of WAL.
 const writerCheckpointPages = 2000
 
+// writerCacheKiB is the writer connection's page cache: room for every
+// page a bounded group (group.DefaultLimits) dirties.
+const writerCacheKiB = 64 << 10
+
 // checkpointer runs a PASSIVE checkpoint (which never blocks the writer or
 // readers) after commits, at most every checkpointEvery. Failures are left
 // to the next round and to the writer's own autocheckpoint.
@@ -278,6 +282,11 @@ func dsn(path string, readOnly bool) string {
 		// is created; an existing store keeps its page size.
 		q.Add("_pragma", "page_size(16384)")
 		q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(writerCheckpointPages)+")")
+		// A group commit of many builds' appends dirties a page of the
+		// chunks index per build, more than the default 2 MiB cache holds:
+		// SQLite then spilled pages to the WAL mid-transaction, and wrote
+		// them again at commit.
+		q.Add("_pragma", "cache_size(-"+strconv.Itoa(writerCacheKiB)+")")
 		q.Set("_journal_mode", "WAL")
 		// FULL syncs the WAL on every commit: NORMAL would survive a
 		// process crash but could lose acknowledged commits on power loss.
