@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,14 @@ var (
 // that a hung connection or a lock held elsewhere turns into an error (and a
 // 503) rather than a request that never ends.
 const DefaultTimeout = 10 * time.Second
+
+// DefaultPoolSize is the connection pool's size unless the DSN sets
+// pool_max_conns: the group-commit writer holds one connection at a time
+// for all of a server's appends, so the rest serve reads (a follower's
+// read after a commit notice, replays, pages, lookups), which are mostly
+// CPU on both sides; more than a few per core only queue in PostgreSQL.
+// The LISTEN connection of WatchCommits is outside the pool.
+func DefaultPoolSize() int32 { return int32(max(8, 2*runtime.GOMAXPROCS(0))) }
 
 // migrateTimeout is longer: a future migration may rewrite a large table,
 // and a server starting beside another waits for the other's migration.
@@ -80,6 +89,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "buildlog"
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = DefaultPoolSize()
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
