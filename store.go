@@ -13,7 +13,9 @@ import (
 // Offsets are assigned only by Append and Finish, under a lock that
 // serialises writers to one build (across processes, for a shared store), so
 // they are dense and never reused. A method returns only after its change is
-// durable.
+// durable. Append, Finish and DeleteFinished go through one group-commit
+// writer per store (internal/group): what is queued while it commits is
+// committed together, each request judged on its own.
 type Store interface {
 	// CreateBuild stores a new queued build; conflict if b.ID exists.
 	CreateBuild(ctx context.Context, b *Build) error
@@ -32,7 +34,11 @@ type Store interface {
 	// idempotent retry: if a batch with the same Hash was stored at that
 	// offset it answers as the first time (Replayed) and stores nothing;
 	// if the offset is not next, conflict with NextOffset. Appending to a
-	// finished build is conflict; an unknown build not_found.
+	// finished build is conflict; an unknown build not_found, as is a
+	// build whose CreatedAt is not b.Created (when set); a b.KeyID (when
+	// set) that no longer exists is unauthorized. If ctx ends while the
+	// batch waits for the writer, it is not stored and ctx's error is
+	// returned.
 	Append(ctx context.Context, buildID string, b *Batch, now time.Time) (AppendResult, error)
 	// Finish appends f's terminal entry and sets the status in one
 	// transaction, sealing the log. Finishing with the status the build
