@@ -116,8 +116,11 @@ func (m *memStore) Append(_ context.Context, id string, batch *buildlog.Batch, n
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	mb, ok := m.builds[id]
-	if !ok {
+	if !ok || (!batch.Created.IsZero() && !mb.b.CreatedAt.Equal(batch.Created)) {
 		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.ENotFound, "no build")
+	}
+	if batch.KeyID != "" && !slices.ContainsFunc(m.keys, func(k *buildlog.Key) bool { return k.ID == batch.KeyID }) {
+		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
 	}
 	next := mb.b.NextOffset
 	if fo := batch.FirstOffset; fo != nil && *fo != next {
