@@ -217,6 +217,7 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 	s := &streamWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 8<<10)}
 	s.buf = append(s.buf, `{"entries":[`...)
 	next, n, examined, sent := from, 0, 0, false
+	var writeErr error
 	err := a.scanLog(r.Context(), b, from, func(c buildlog.Chunk, off uint64, line []byte) bool {
 		next = off + 1
 		examined++
@@ -228,13 +229,18 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 			n++
 			if len(s.buf) >= flushAt {
 				sent = true
-				if s.flush() != nil {
+				if writeErr = s.flush(); writeErr != nil {
 					return false
 				}
 			}
 		}
 		return n < q.limit && examined < maxPageScan
 	})
+	if err == nil {
+		// The client is gone or stalled: the rest of the page would only
+		// fail too, and a page cut short must not end as if whole.
+		err = writeErr
+	}
 	if err != nil {
 		if !sent {
 			return err // nothing written yet: a proper error reply
@@ -248,7 +254,9 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 	s.buf = append(s.buf, `,"done":`...)
 	s.buf = strconv.AppendBool(s.buf, done)
 	s.buf = append(s.buf, "}\n"...)
-	s.flush()
+	if err := s.flush(); err != nil {
+		a.streamEnded(r, err)
+	}
 	return nil
 }
 
