@@ -72,6 +72,10 @@ type Store struct {
 
 var _ buildlog.Store = (*Store)(nil)
 
+// readDriver is the read pool's driver; a test swaps in one that reuses
+// its buffers, as the database/sql driver contract allows.
+var readDriver = "sqlite"
+
 // Open opens (creating if needed) the store in dir, applying any schema
 // migrations the database has not had yet.
 func Open(ctx context.Context, dir string) (*Store, error) {
@@ -99,7 +103,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		return nil, err
 	}
 
-	r, err := sql.Open("sqlite", dsn(path, true))
+	r, err := sql.Open(readDriver, dsn(path, true))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -203,8 +207,9 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
 		// The subquery seeks, on (build_id, first_offset), the last chunk
 		// starting at or before the offset; chunks are dense, so it holds
-		// the offset unless that is at or past the end.
-		{s.r, &s.readLog, `SELECT first_offset, count, terminal, data FROM chunks
+		// the offset unless that is at or past the end. data is read as
+		// TEXT, which arrives as a string ReadLog may keep (see there).
+		{s.r, &s.readLog, `SELECT first_offset, count, terminal, CAST(data AS TEXT) FROM chunks
 			WHERE build_id = ?1 AND first_offset >= coalesce(
 				(SELECT max(first_offset) FROM chunks WHERE build_id = ?1 AND first_offset <= ?2), 0)
 			ORDER BY first_offset`},
