@@ -49,11 +49,12 @@ type Store struct {
 	// other append waited. The writer's own autocheckpoint stays, at a
 	// higher mark, as the backstop that lets the WAL restart from its
 	// beginning under a writer that never pauses.
-	ck      *sql.DB
-	ckKick  chan struct{}
-	ckStop  context.CancelFunc
-	ckDone  chan struct{}
-	closeMu sync.Once
+	ck     *sql.DB
+	ckKick chan struct{}
+	ckStop context.CancelFunc
+	ckDone chan struct{}
+
+	closeOnce sync.Once // Close stops the checkpointer once, however often it is called
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
@@ -252,7 +253,7 @@ func dsn(path string, readOnly bool) string {
 
 // Close closes both pools; the last close checkpoints the WAL.
 func (s *Store) Close() error {
-	s.closeMu.Do(func() {
+	s.closeOnce.Do(func() {
 		s.ckStop()
 		<-s.ckDone
 	})
