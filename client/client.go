@@ -108,9 +108,11 @@ func (e *TransportError) Unwrap() error { return e.Err }
 
 // Retryable reports whether err may succeed when tried again: the server
 // was unreachable, overloaded (429), or unavailable or failing (5xx).
-// Errors that are the request's fault (4xx) are not, nor a cancelled context.
+// Errors that are the request's fault (4xx) are not, nor a cancelled
+// context, nor a *DecodeError.
 func Retryable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	var de *DecodeError
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &de) {
 		return false
 	}
 	var te *TransportError

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -291,5 +292,61 @@ func TestBuildsAndKeys(t *testing.T) {
 	}
 	if err := c.RevokeKey(ctx, k.ID); !isErr(err, buildlog.ENotFound) {
 		t.Fatalf("revoking twice: %v", err)
+	}
+}
+
+// corruptWriter breaks the JSON of the entry whose message is "line 2", as
+// a server of a newer, incompatible format (or a broken proxy) might.
+type corruptWriter struct{ http.ResponseWriter }
+
+func (w corruptWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	_, err := w.ResponseWriter.Write(bytes.Replace(b, []byte(`"message":"line 2"`), []byte(`"message":line 2`), 1))
+	return n, err
+}
+
+func (w corruptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// An entry the client cannot decode ends the stream with the decode error
+// at once: reconnecting would only meet the same entry again.
+func TestStreamEndsOnUndecodableEntry(t *testing.T) {
+	var reads atomic.Int32
+	s := startServer(t, t.TempDir(), "", func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/logs") {
+				reads.Add(1)
+				w = corruptWriter{w}
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	c := s.client()
+	newBuild(t, c, "tb_bad")
+	if _, err := c.Append(context.Background(), "tb_bad", 0, msgs(5, 0)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var offs []uint64
+	var errs []error
+	for e, err := range c.Stream(ctx, "tb_bad", client.StreamOptions{Follow: true}) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		offs = append(offs, e.Offset)
+	}
+	if fmt.Sprint(offs) != "[0 1]" {
+		t.Fatalf("yielded offsets %v, want [0 1]", offs)
+	}
+	var de *client.DecodeError
+	if len(errs) != 1 || !errors.As(errs[0], &de) || de.ID != "2" {
+		t.Fatalf("stream ended with %v, want one *client.DecodeError for event 2", errs)
+	}
+	if client.Retryable(errs[0]) {
+		t.Fatal("a decode error is Retryable")
+	}
+	if n := reads.Load(); n != 1 {
+		t.Fatalf("%d connections for an entry that can never be decoded, want 1", n)
 	}
 }

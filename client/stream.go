@@ -69,7 +69,8 @@ var ErrStreamEnded = errors.New("the server ended the stream before the build fi
 // server answers 204 (the build finished and nothing is left to read), or,
 // without Follow, at the end of what was stored. It ends with one (zero
 // entry, error) pair when the server refuses the request (not_found,
-// unauthorized, ...), when MaxRetries reconnects failed in a row, or with
+// unauthorized, ...), when it sends an entry this client cannot decode (a
+// *DecodeError), when MaxRetries reconnects failed in a row, or with
 // ctx.Err() when ctx ends. Breaking out of the loop closes the connection.
 func (c *Client) Stream(ctx context.Context, buildID string, o StreamOptions) iter.Seq2[buildlog.Entry, error] {
 	return func(yield func(buildlog.Entry, error) bool) {
@@ -133,6 +134,20 @@ func (c *Client) Stream(ctx context.Context, buildID string, o StreamOptions) it
 		}
 	}
 }
+
+// DecodeError is a log event Stream could not decode as an entry: the
+// server sent something this client does not understand. Resuming would
+// meet the same event again, so it is not Retryable and Stream ends with it.
+type DecodeError struct {
+	ID  string // the event's id, the entry's offset as the server sent it
+	Err error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("cannot decode the log entry of event id %q: %v", e.ID, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
 
 // streamOnce is one connection of a Stream.
 type streamOnce struct {
@@ -210,9 +225,7 @@ func (s *streamOnce) run(parent context.Context) error {
 		}
 		var e buildlog.Entry
 		if err := json.Unmarshal(ev.Data, &e); err != nil {
-			// Not an entry this client understands; resuming would meet
-			// it again, so this is not worth a retry.
-			return buildlog.Errorf(buildlog.EInternal, "entry after offset %d: %v", s.next, err)
+			return &DecodeError{ID: ev.ID, Err: err}
 		}
 		if e.Offset < s.next {
 			continue // already yielded: never twice

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"buildlog/internal/httpapi"
 )
 
 // logRequests logs each request with an id (also sent as X-Request-Id).
@@ -17,28 +19,11 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		rand.Read(b)
 		id := hex.EncodeToString(b)
 		w.Header().Set("X-Request-Id", id)
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &httpapi.StatusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("request_id", id), slog.String("method", r.Method),
-			slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+			slog.String("path", r.URL.Path), slog.Int("status", rec.Status()),
 			slog.Duration("duration", time.Since(start)))
 	})
 }
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if !s.wrote {
-		s.status, s.wrote = code, true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline;
-// without it, streams would silently stop flushing.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

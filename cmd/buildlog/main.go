@@ -31,7 +31,7 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// errUsage marks an error in the command line; main exits 2 for it.
+// usageError marks an error in the command line; main exits 2 for it.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }

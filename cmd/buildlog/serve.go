@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"buildlog"
@@ -133,15 +134,9 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 		Metrics:          metrics.New(),
 	})
 
-	bg, stopBg := context.WithCancel(context.Background())
+	// Deferred after store.Close, so it runs first.
+	stopBg := startBackground(store, api.Store(), hub, c, log)
 	defer stopBg()
-	if w, ok := store.(buildlog.CommitWatcher); ok {
-		go w.WatchCommits(bg, hub.Notify)
-	}
-	go (&sweep.Idle{Store: api.Store(), Timeout: c.idleTimeout, Log: log}).Run(bg)
-	if c.retention > 0 {
-		go (&sweep.Retention{Store: store, Keep: c.retention, Pause: 100 * time.Millisecond, Log: log}).Run(bg)
-	}
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -184,6 +179,26 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 	stopBg()
 	return nil
+}
+
+// startBackground starts the server's work beside its requests: the idle
+// sweep, which commits through published so that followers hear of it;
+// retention when configured; and, for a store several servers share, the
+// commit watcher. stop ends them and returns once all have, so that the
+// store is never closed under a query of theirs.
+func startBackground(store, published buildlog.Store, hub *live.Hub, c *serveConfig, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if w, ok := store.(buildlog.CommitWatcher); ok {
+		wg.Go(func() { w.WatchCommits(ctx, hub.Notify) })
+	}
+	wg.Go(func() { (&sweep.Idle{Store: published, Timeout: c.idleTimeout, Log: log}).Run(ctx) })
+	if c.retention > 0 {
+		wg.Go(func() {
+			(&sweep.Retention{Store: store, Keep: c.retention, Pause: 100 * time.Millisecond, Log: log}).Run(ctx)
+		})
+	}
+	return func() { cancel(); wg.Wait() }
 }
 
 func storeName(c *serveConfig) string {

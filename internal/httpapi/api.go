@@ -180,36 +180,47 @@ func (a *API) handle(pattern string, h handlerFunc) {
 		defer cancel()
 		st := &reqState{route: pattern, cancel: cancel}
 		r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &StatusRecorder{ResponseWriter: w}
 		if err := h(rec, r); err != nil {
 			a.writeError(rec, r, err)
 		}
-		a.cfg.Metrics.Request(pattern, rec.status, time.Since(start))
+		a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
 	})
 }
 
-// statusRecorder notes the status a handler sent, for metrics.
-type statusRecorder struct {
+// StatusRecorder is a ResponseWriter that notes the status its handler
+// sent, for metrics and request logs.
+type StatusRecorder struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status int // 0 until the handler sends headers
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	if !s.wrote {
-		s.status, s.wrote = code, true
+// Status is the status sent: 200 when the handler wrote without setting
+// one, or wrote nothing.
+func (s *StatusRecorder) Status() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
+
+func (s *StatusRecorder) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 { // 1xx are interim; the final status follows
+		s.status = code
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.wrote = true
+func (s *StatusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
 	return s.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach Flush and SetWriteDeadline;
 // without it streams would silently stop flushing.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (a *API) routes() {
 	a.mux = http.NewServeMux()

@@ -179,22 +179,25 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		frame = func(off uint64, line []byte) { s.sseFrame(off, "log", line) }
 		keepalive = s.sseKeepalive
 	}
-	emit := func(chunks []buildlog.Chunk) error {
-		var err error
+	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		for _, c := range chunks {
 			c.Lines(func(off uint64, line []byte) bool {
 				if !q.filter.keep(c, off, line) {
 					return true
 				}
 				frame(off, line)
+				wrote = true
 				err = s.maybeFlush()
 				return err == nil
 			})
 			if err != nil {
-				return err
+				return wrote, err
 			}
 		}
-		return s.flush()
+		if !wrote {
+			return false, nil
+		}
+		return true, s.flush()
 	}
 	if err := a.readLog(r.Context(), b, from, q.follow, emit, keepalive); err != nil {
 		a.streamEnded(r, err)
@@ -214,6 +217,7 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 	s := &streamWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 8<<10)}
 	s.buf = append(s.buf, `{"entries":[`...)
 	next, n, examined, sent := from, 0, 0, false
+	var writeErr error
 	err := a.scanLog(r.Context(), b, from, func(c buildlog.Chunk, off uint64, line []byte) bool {
 		next = off + 1
 		examined++
@@ -225,13 +229,18 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 			n++
 			if len(s.buf) >= flushAt {
 				sent = true
-				if s.flush() != nil {
+				if writeErr = s.flush(); writeErr != nil {
 					return false
 				}
 			}
 		}
 		return n < q.limit && examined < maxPageScan
 	})
+	if err == nil {
+		// The client is gone or stalled: the rest of the page would only
+		// fail too, and a page cut short must not end as if whole.
+		err = writeErr
+	}
 	if err != nil {
 		if !sent {
 			return err // nothing written yet: a proper error reply
@@ -245,7 +254,9 @@ func (a *API) logPage(w http.ResponseWriter, r *http.Request, b *buildlog.Build,
 	s.buf = append(s.buf, `,"done":`...)
 	s.buf = strconv.AppendBool(s.buf, done)
 	s.buf = append(s.buf, "}\n"...)
-	s.flush()
+	if err := s.flush(); err != nil {
+		a.streamEnded(r, err)
+	}
 	return nil
 }
 
@@ -256,7 +267,9 @@ var errStopScan = errors.New("scan stopped")
 // reader, until fn returns false.
 func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 	fn func(c buildlog.Chunk, off uint64, line []byte) bool) error {
-	err := a.readLog(ctx, b, from, false, func(chunks []buildlog.Chunk) error {
+	// Reports nothing written: fn's caller writes, and a page is not kept
+	// alive.
+	err := a.readLog(ctx, b, from, false, func(chunks []buildlog.Chunk) (bool, error) {
 		for _, c := range chunks {
 			stop := false
 			c.Lines(func(off uint64, line []byte) bool {
@@ -264,10 +277,10 @@ func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 				return !stop
 			})
 			if stop {
-				return errStopScan
+				return false, errStopScan
 			}
 		}
-		return nil
+		return false, nil
 	}, nil)
 	if errors.Is(err, errStopScan) {
 		return nil

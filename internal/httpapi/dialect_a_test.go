@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"buildlog/internal/httpapi"
+	"buildlog/internal/live"
+	"buildlog/internal/metrics"
 	"buildlog/internal/sse"
 )
 
@@ -305,16 +307,23 @@ func followOnce(s *server, id string, start uint64, pos *uint64, f int) (done bo
 	return false, nil // hung up mid-stream on purpose; reconnect
 }
 
-// Followers that come and go leave nothing behind.
+// Followers that come and go leave nothing behind: no goroutines, no
+// registration on the hub, no open stream in the counters (which also
+// hold the per-key and per-server limits).
 func TestFollowersDoNotLeak(t *testing.T) {
-	s := newServer(t)
-	id := s.newBuild(nil)
+	hub, m := live.New(0), metrics.New()
+	s := newServer(t, func(c *httpapi.Config) { c.Hub, c.Metrics = hub, m })
+	id := s.versionBuild("tb_leak", "leak", "1.0.0")
 	s.append(id, msgs(0, 1))
 	base := runtime.NumGoroutine()
 	tr := &http.Transport{MaxIdleConnsPerHost: -1}
 	client := &http.Client{Transport: tr}
 	for i := 0; i < 500; i++ {
-		req, _ := http.NewRequest("GET", s.URL+"/v1/templates/builds/"+id+"/logs?follow=true", nil)
+		p := "/v1/templates/builds/" + id + "/logs?follow=true" // dialect A
+		if i%5 == 0 {
+			p = eventsPath("leak", "1.0.0") // dialect B
+		}
+		req, _ := http.NewRequest("GET", s.URL+p, nil)
 		req.Header.Set("Authorization", "Bearer "+adminKey)
 		res, err := client.Do(req)
 		if err != nil {
@@ -327,10 +336,32 @@ func TestFollowersDoNotLeak(t *testing.T) {
 		res.Body.Close()
 	}
 	tr.CloseIdleConnections()
+	// open lists the open-stream gauges that are not zero.
+	open := func() string {
+		var out []string
+		gauges := 0
+		for _, l := range strings.Split(string(s.want(s.do("GET", "/metrics", "", nil), 200).body), "\n") {
+			if strings.HasPrefix(l, "buildlog_open_streams{") {
+				gauges++
+				if !strings.HasSuffix(l, " 0") {
+					out = append(out, l)
+				}
+			}
+		}
+		if gauges != 2 {
+			t.Fatalf("%d open-stream gauges in /metrics, want 2 (dialects a and b)", gauges)
+		}
+		return strings.Join(out, ", ")
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base+5 {
+	for {
+		goroutines, followed, streams := runtime.NumGoroutine(), hub.Followed(), open()
+		if goroutines <= base+5 && followed == 0 && streams == "" {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("goroutines: %d before, %d after 500 followers left", base, runtime.NumGoroutine())
+			t.Fatalf("10s after 500 followers left: %d goroutines (%d before), %d followed builds on the hub, open streams %q",
+				goroutines, base, followed, streams)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -62,8 +62,8 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	var frame []byte
-	emit := func(chunks []buildlog.Chunk) error {
-		var err error
+	// Every entry is a frame: B has no filter.
+	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		for _, c := range chunks {
 			c.Lines(func(off uint64, line []byte) bool {
 				var e bEntry
@@ -81,14 +81,15 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 				}
 				frame = e.appendFrame(frame[:0], fin)
 				s.sseFrame(off, "", frame)
+				wrote = true
 				err = s.maybeFlush()
 				return err == nil
 			})
 			if err != nil {
-				return err
+				return wrote, err
 			}
 		}
-		return s.flush()
+		return wrote, s.flush()
 	}
 	if err := a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive); err != nil {
 		a.streamEnded(r, err)

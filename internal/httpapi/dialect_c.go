@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"time"
@@ -75,7 +76,7 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 	s.buf = append(s.buf, `{"logs":[`...)
 	next, sent := from, false
 	if from < to {
-		var lineErr error
+		var lineErr, writeErr error
 		err := a.scanLog(r.Context(), b, from, func(_ buildlog.Chunk, off uint64, line []byte) bool {
 			if off >= to {
 				return false
@@ -89,14 +90,14 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 			next = off + 1
 			if len(s.buf) >= flushAt {
 				sent = true
-				if s.flush() != nil {
+				if writeErr = s.flush(); writeErr != nil {
 					return false
 				}
 			}
 			return next < to
 		})
 		if err == nil {
-			err = lineErr
+			err = cmp.Or(lineErr, writeErr) // a page cut short must not end as if whole
 		}
 		if err != nil {
 			if !sent {
@@ -112,7 +113,9 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 		s.buf = buildlog.AppendJSONString(s.buf, a.signPageToken(b.ID, next))
 	}
 	s.buf = append(s.buf, "}\n"...)
-	s.flush()
+	if err := s.flush(); err != nil {
+		a.streamEnded(r, err)
+	}
 	return nil
 }
 

@@ -15,10 +15,12 @@ const readPage = 1 << 20
 
 // readLog is the one ordered reader of a build's log that every dialect is
 // a view of. It calls emit with the log's chunks from offset from on, in
-// offset order, the first trimmed to start at from. Without follow it stops
-// at the log's end as of the call. With follow it then waits for commits,
-// calling idle every keepalive interval, until it has emitted the terminal
-// chunk. It returns nil when done or when the client or a drain ends it,
+// offset order, the first trimmed to start at from; emit reports whether it
+// wrote anything (a filter may drop every entry). Without follow it stops
+// at the log's end as of the call. With follow it then waits for commits
+// until it has emitted the terminal chunk, calling idle whenever a
+// keepalive interval has passed with nothing written: a filtered follower
+// of a busy build is as silent as an idle one, and a proxy cuts both. It returns nil when done or when the client or a drain ends it,
 // or when the key it was opened with has been revoked (checked about once
 // a keepalive interval, so a revocation on another server sharing the store
 // ends it too).
@@ -28,10 +30,10 @@ const readPage = 1 << 20
 // the store otherwise, and it registers with the hub before its first read,
 // so a commit between a read and the wait still wakes it.
 func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follow bool,
-	emit func([]buildlog.Chunk) error, idle func() error) error {
+	emit func([]buildlog.Chunk) (wrote bool, err error), idle func() error) error {
 	pos := from
 	if !follow {
-		return a.replay(ctx, b, from, emit)
+		return a.replay(ctx, b, from, emit, idle)
 	}
 
 	f := a.hub.Follow(b.ID)
@@ -40,6 +42,19 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 	defer keepalive.Stop()
 	woken := false
 	checked := time.Now()
+	// ping is the keepalive; it is also the only key check of a stream
+	// that writes nothing. stop means the key has been revoked.
+	ping := func() (stop bool, err error) {
+		if a.revoked(ctx) {
+			return true, nil
+		}
+		checked = time.Now()
+		if err := idle(); err != nil {
+			return true, err
+		}
+		keepalive.Reset(a.cfg.Keepalive)
+		return false, nil
+	}
 	for {
 		wake := f.Wait()
 		// complete: what was read reaches the log's end as of wake, so
@@ -62,7 +77,8 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 				}
 				a.cfg.Metrics.FollowerLag(n)
 			}
-			if err := emit(chunks); err != nil {
+			wrote, err := emit(chunks)
+			if err != nil {
 				return err
 			}
 			// A busy stream never idles, so it checks its key here.
@@ -77,9 +93,20 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 				return nil
 			}
 			pos = last.End()
-			keepalive.Reset(a.cfg.Keepalive)
+			if wrote {
+				keepalive.Reset(a.cfg.Keepalive)
+			}
 			woken = false
 			if !complete {
+				// Catching up through a long log the filter drops: the
+				// select below is not reached until the end.
+				select {
+				case <-keepalive.C:
+					if stop, err := ping(); stop {
+						return err
+					}
+				default:
+				}
 				continue
 			}
 			// Wait on the same wake: one already closed by a commit since
@@ -102,14 +129,9 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 		case <-wake:
 			woken = true
 		case <-keepalive.C:
-			if a.revoked(ctx) {
-				return nil
-			}
-			checked = time.Now()
-			if err := idle(); err != nil {
+			if stop, err := ping(); stop {
 				return err
 			}
-			keepalive.Reset(a.cfg.Keepalive)
 		case <-ctx.Done():
 			return nil
 		case <-a.drain:
@@ -121,8 +143,11 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 // replay emits the log from offset from up to the build's NextOffset as
 // read. Past the first page it reads the next page while the previous one
 // is sent: on a long replay the one goroutine that read, framed and wrote
-// in turn kept one core busy while the other waited.
-func (a *API) replay(ctx context.Context, b *buildlog.Build, from uint64, emit func([]buildlog.Chunk) error) error {
+// in turn kept one core busy while the other waited. idle, when not nil,
+// is called between pages once a keepalive interval has passed with
+// nothing written, as a filter that matches nothing in a long log does.
+func (a *API) replay(ctx context.Context, b *buildlog.Build, from uint64,
+	emit func([]buildlog.Chunk) (bool, error), idle func() error) error {
 	read := func(pos uint64) ([]buildlog.Chunk, error) {
 		chunks, err := a.cfg.Store.ReadLog(ctx, b.ID, pos, readPage)
 		return trim(chunks, pos, b.NextOffset), err
@@ -136,7 +161,8 @@ func (a *API) replay(ctx context.Context, b *buildlog.Build, from uint64, emit f
 	}
 	pos := chunks[len(chunks)-1].End()
 	if pos >= b.NextOffset {
-		return emit(chunks) // the common case: a log that fits one page
+		_, err := emit(chunks) // the common case: a log that fits one page
+		return err
 	}
 
 	type page struct {
@@ -166,14 +192,28 @@ func (a *API) replay(ctx context.Context, b *buildlog.Build, from uint64, emit f
 			pos = chunks[len(chunks)-1].End()
 		}
 	}()
-	if err := emit(chunks); err != nil {
+	lastWrite := time.Now()
+	send := func(chunks []buildlog.Chunk) error {
+		wrote, err := emit(chunks)
+		switch {
+		case err != nil:
+			return err
+		case wrote:
+			lastWrite = time.Now()
+		case idle != nil && time.Since(lastWrite) >= a.cfg.Keepalive:
+			lastWrite = time.Now()
+			return idle()
+		}
+		return nil
+	}
+	if err := send(chunks); err != nil {
 		return err
 	}
 	for p := range pages {
 		if p.err != nil || len(p.chunks) == 0 {
 			return p.err
 		}
-		if err := emit(p.chunks); err != nil {
+		if err := send(p.chunks); err != nil {
 			return err
 		}
 	}

@@ -78,7 +78,8 @@ func readAll(r io.Reader, contentLength, limit int64) ([]byte, error) {
 	}
 }
 
-// now is the server's clock at the microsecond, the precision every store keeps.
+// nowUTC is the server's clock in UTC at the microsecond, the precision
+// every store keeps.
 func (a *API) nowUTC() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
 
 func (a *API) createBuild(w http.ResponseWriter, r *http.Request) error {

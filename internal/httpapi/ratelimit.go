@@ -17,6 +17,12 @@ type limiter struct {
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
+	// pruneAt is how many buckets make the next new key prune. After a
+	// prune it is twice what was kept (and at least minPruneAt), so each
+	// pass over n buckets is paid for by n new keys: with many keys busy,
+	// a fixed mark made every new key scan them all under the lock.
+	pruneAt int
+	scans   int // prune passes, for tests
 }
 
 type bucket struct {
@@ -24,11 +30,11 @@ type bucket struct {
 	at     time.Time
 }
 
-// pruneAt is how many buckets make take forget the full ones.
-const pruneAt = 10000
+// minPruneAt is the fewest buckets that make take forget the full ones.
+const minPruneAt = 10000
 
 func newLimiter(rate float64, burst int, now func() time.Time) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), now: now, buckets: make(map[string]*bucket)}
+	return &limiter{rate: rate, burst: float64(burst), now: now, buckets: make(map[string]*bucket), pruneAt: minPruneAt}
 }
 
 // take spends one of id's tokens. When there is none it returns false and
@@ -39,7 +45,7 @@ func (l *limiter) take(id string) (retryAfter int, ok bool) {
 	defer l.mu.Unlock()
 	b := l.buckets[id]
 	if b == nil {
-		if len(l.buckets) >= pruneAt {
+		if len(l.buckets) >= l.pruneAt {
 			l.prune(now)
 		}
 		b = &bucket{tokens: l.burst, at: now}
@@ -63,10 +69,12 @@ func (b *bucket) refill(now time.Time, rate, burst float64) {
 // prune forgets buckets that have refilled: a new bucket starts full, so
 // forgetting a full one changes nothing.
 func (l *limiter) prune(now time.Time) {
+	l.scans++
 	for id, b := range l.buckets {
 		b.refill(now, l.rate, l.burst)
 		if b.tokens >= l.burst {
 			delete(l.buckets, id)
 		}
 	}
+	l.pruneAt = max(minPruneAt, 2*len(l.buckets))
 }

@@ -166,7 +166,8 @@ func (h *Hub) Notify(buildID string) {
 	}
 }
 
-// Followed returns how many builds have followers, for metrics and tests.
+// Followed returns how many builds have followers; once every follower
+// has closed it is 0 (TestFollowersDoNotLeak checks it).
 func (h *Hub) Followed() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

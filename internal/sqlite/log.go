@@ -2,9 +2,9 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"math"
 	"time"
+	"unsafe"
 
 	"buildlog"
 )
@@ -56,17 +56,21 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 	for rows.Next() {
 		var (
 			first, n, terminal int64
-			data               sql.RawBytes
+			data               string
 		)
-		// RawBytes is the driver's own slice, not a copy; keeping it past
-		// Next is safe because modernc.org/sqlite allocates a fresh one for
-		// every value, and it saves copying every chunk twice. The
-		// conformance suite, which compares several chunks read in one
-		// call, would catch a driver that reused its buffer.
+		// The chunk outlives Next, so data cannot be sql.RawBytes (the
+		// driver's memory, valid only until Next), and scanning into
+		// []byte copies every chunk a second time (BenchmarkReadLog: about
+		// 40% fewer entries/s). The query reads data as TEXT instead: the
+		// driver hands it over as a string of its own allocation, which
+		// database/sql passes on uncopied and which is the caller's to
+		// keep. Chunk data is read-only to everyone (readers share chunks),
+		// so viewing the string's bytes as a []byte is safe.
 		if err := rows.Scan(&first, &n, &terminal, &data); err != nil {
 			return nil, wrap("read log", err)
 		}
-		c := buildlog.Chunk{First: uint64(first), Count: int(n), Terminal: terminal != 0, Data: data}
+		c := buildlog.Chunk{First: uint64(first), Count: int(n), Terminal: terminal != 0,
+			Data: unsafe.Slice(unsafe.StringData(data), len(data))}
 		if c.End() <= from {
 			continue
 		}

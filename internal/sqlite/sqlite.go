@@ -50,11 +50,12 @@ type Store struct {
 	// other append waited. The writer's own autocheckpoint stays, at a
 	// higher mark, as the backstop that lets the WAL restart from its
 	// beginning under a writer that never pauses.
-	ck      *sql.DB
-	ckKick  chan struct{}
-	ckStop  context.CancelFunc
-	ckDone  chan struct{}
-	closeMu sync.Once
+	ck     *sql.DB
+	ckKick chan struct{}
+	ckStop context.CancelFunc
+	ckDone chan struct{}
+
+	closeOnce sync.Once // Close stops the checkpointer once, however often it is called
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
@@ -78,6 +79,10 @@ type Store struct {
 }
 
 var _ buildlog.Store = (*Store)(nil)
+
+// readDriver is the read pool's driver; a test swaps in one that reuses
+// its buffers, as the database/sql driver contract allows.
+var readDriver = "sqlite"
 
 // Open opens (creating if needed) the store in dir, applying any schema
 // migrations the database has not had yet.
@@ -106,7 +111,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 		return nil, err
 	}
 
-	r, err := sql.Open("sqlite", dsn(path, true))
+	r, err := sql.Open(readDriver, dsn(path, true))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -236,8 +241,9 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
 		// The subquery seeks, on (build_id, first_offset), the last chunk
 		// starting at or before the offset; chunks are dense, so it holds
-		// the offset unless that is at or past the end.
-		{s.r, &s.readLog, `SELECT first_offset, count, terminal, data FROM chunks
+		// the offset unless that is at or past the end. data is read as
+		// TEXT, which arrives as a string ReadLog may keep (see there).
+		{s.r, &s.readLog, `SELECT first_offset, count, terminal, CAST(data AS TEXT) FROM chunks
 			WHERE build_id = ?1 AND first_offset >= coalesce(
 				(SELECT max(first_offset) FROM chunks WHERE build_id = ?1 AND first_offset <= ?2), 0)
 			ORDER BY first_offset`},
@@ -300,7 +306,7 @@ func dsn(path string, readOnly bool) string {
 
 // Close closes both pools; the last close checkpoints the WAL.
 func (s *Store) Close() error {
-	s.closeMu.Do(func() {
+	s.closeOnce.Do(func() {
 		if s.q != nil {
 			s.q.Close()
 			s.bgStop()
