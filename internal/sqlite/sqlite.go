@@ -55,7 +55,7 @@ type Store struct {
 	ckStop context.CancelFunc
 	ckDone chan struct{}
 
-	closeOnce sync.Once // Close stops the checkpointer once, however often it is called
+	closeOnce sync.Once // Close stops the writer and the checkpointer once, however often it is called
 
 	// Statements prepared once, so a write does not parse SQL while it
 	// holds the only writer connection.
