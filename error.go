@@ -19,6 +19,44 @@ const (
 	EInternal     = "internal"     // 500: a bug; the detail goes to the log only
 )
 
+// statuses pairs every code with the HTTP status it is answered with. It
+// is the one table: the server writes errors by it, and the Go client
+// reads a bare status (a proxy's 502 page, say) back to a code by it.
+var statuses = []struct {
+	code   string
+	status int
+}{
+	{EInvalid, 400}, {EUnauthorized, 401}, {EForbidden, 403}, {ENotFound, 404},
+	{EConflict, 409}, {ETooLarge, 413}, {EUnsupported, 415}, {ERateLimited, 429},
+	{EUnavailable, 503}, {EInternal, 500},
+}
+
+// HTTPStatus is the status a code is answered with; 500 for a code not in
+// the table.
+func HTTPStatus(code string) int {
+	for _, s := range statuses {
+		if s.code == code {
+			return s.status
+		}
+	}
+	return 500
+}
+
+// StatusCode is the code of an answer that carried only a status: the
+// table's, else unavailable for any other 5xx and invalid for any other
+// 4xx.
+func StatusCode(status int) string {
+	for _, s := range statuses {
+		if s.status == status {
+			return s.code
+		}
+	}
+	if status >= 500 {
+		return EUnavailable
+	}
+	return EInvalid
+}
+
 // Error is the one error type that crosses package boundaries with meaning.
 // Message is shown to clients, so it never carries internal detail.
 type Error struct {
@@ -37,7 +75,10 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// ErrorCode returns the code of err's *Error, or EInternal when it has none.
+// ErrorCode returns the code of err's *Error, or EUnavailable when it has
+// none: an error without a code is a failure of something the server
+// depends on (the store's disk or database), which a client may retry,
+// and is answered as such (see Store).
 func ErrorCode(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
@@ -46,7 +87,7 @@ func ErrorCode(err error) string {
 	if err == nil {
 		return ""
 	}
-	return EInternal
+	return EUnavailable
 }
 
 // ErrorMessage returns the client-safe message of err.

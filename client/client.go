@@ -126,19 +126,6 @@ func Retryable(err error) bool {
 	return false
 }
 
-// codeOf maps statuses back to codes, for answers that carry no JSON error
-// body (a proxy's 502 page, say).
-var codeOf = map[int]string{
-	http.StatusBadRequest:            buildlog.EInvalid,
-	http.StatusUnauthorized:          buildlog.EUnauthorized,
-	http.StatusForbidden:             buildlog.EForbidden,
-	http.StatusNotFound:              buildlog.ENotFound,
-	http.StatusConflict:              buildlog.EConflict,
-	http.StatusRequestEntityTooLarge: buildlog.ETooLarge,
-	http.StatusUnsupportedMediaType:  buildlog.EUnsupported,
-	http.StatusTooManyRequests:       buildlog.ERateLimited,
-}
-
 // responseError turns a non-2xx answer into a *buildlog.Error with the
 // server's code and message (and next_offset, Retry-After when given).
 func responseError(res *http.Response) error {
@@ -154,13 +141,7 @@ func responseError(res *http.Response) error {
 	if json.Unmarshal(body, &eb) == nil && eb.Error.Code != "" {
 		e.Code, e.Message, e.NextOffset = eb.Error.Code, eb.Error.Message, eb.Error.NextOffset
 	} else {
-		e.Code = codeOf[res.StatusCode]
-		if e.Code == "" {
-			e.Code = buildlog.EInternal
-			if res.StatusCode >= 500 {
-				e.Code = buildlog.EUnavailable
-			}
-		}
+		e.Code = buildlog.StatusCode(res.StatusCode)
 		e.Message = fmt.Sprintf("server answered %s", res.Status)
 	}
 	if s := res.Header.Get("Retry-After"); s != "" {

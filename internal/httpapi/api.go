@@ -280,19 +280,6 @@ func (a *API) ready(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-var statusOf = map[string]int{
-	buildlog.EInvalid:      http.StatusBadRequest,
-	buildlog.EUnauthorized: http.StatusUnauthorized,
-	buildlog.EForbidden:    http.StatusForbidden,
-	buildlog.ENotFound:     http.StatusNotFound,
-	buildlog.EConflict:     http.StatusConflict,
-	buildlog.ETooLarge:     http.StatusRequestEntityTooLarge,
-	buildlog.EUnsupported:  http.StatusUnsupportedMediaType,
-	buildlog.ERateLimited:  http.StatusTooManyRequests,
-	buildlog.EUnavailable:  http.StatusServiceUnavailable,
-	buildlog.EInternal:     http.StatusInternalServerError,
-}
-
 // writeError is the one place an error becomes a status and a JSON body.
 // An error without a code comes from the store failing (I/O, a lost
 // connection, a full disk): the client sees 503 and may retry; the detail
@@ -313,10 +300,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case buildlog.EUnauthorized, buildlog.EForbidden:
 		a.cfg.Metrics.AuthFailure(e.Code)
 	}
-	status, ok := statusOf[e.Code]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
+	status := buildlog.HTTPStatus(e.Code)
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="buildlog"`)
 	}
