@@ -954,3 +954,26 @@ func TestLatePublishAfterRemoteCommit(t *testing.T) {
 		pos = last.End()
 	}
 }
+
+// A key revoked through one server is refused by another at its very next
+// append, although that server's append path remembers the key: the
+// transaction that would store the batch checks the key in the database.
+func TestClusterRevocationSeenAtOnce(t *testing.T) {
+	one, two := cluster(t)
+	one.newBuild("tb_revoked")
+	var k struct{ ID, Key string }
+	if err := json.Unmarshal(one.must(201, "POST", "/v1/keys", map[string]any{"team": "default", "scopes": []string{"write"}}), &k); err != nil {
+		t.Fatal(err)
+	}
+	auth := []string{"Authorization", "Bearer " + k.Key}
+	two.must(200, "POST", "/v1/templates/builds/tb_revoked/logs", lines(0, 3), auth...)
+	one.must(204, "DELETE", "/v1/keys/"+k.ID, nil)
+	two.must(401, "POST", "/v1/templates/builds/tb_revoked/logs", lines(3, 3), auth...)
+	var b struct {
+		Next uint64 `json:"next_offset"`
+	}
+	json.Unmarshal(one.must(200, "GET", "/v1/templates/builds/tb_revoked", nil), &b)
+	if b.Next != 3 {
+		t.Errorf("next offset %d after the revoked key's append, want 3", b.Next)
+	}
+}
