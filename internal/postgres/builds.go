@@ -268,9 +268,15 @@ func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, n
 		}
 		data := b.Encode(buildID, templateID, next)
 		// Terminal chunks come only from Finish, which also sets the status.
-		if _, err := scanBuild(tx.QueryRow(ctx, appendChunk, buildID, int64(next), b.Len(), false,
-			nullBytes(b.Hash), data, "", now, nil, b.LastPhase)); err != nil {
+		nb, err := scanBuild(tx.QueryRow(ctx, appendChunk, buildID, int64(next), b.Len(), false,
+			nullBytes(b.Hash), data, "", now, nil, b.LastPhase))
+		if err != nil {
 			return err
+		}
+		if status == buildlog.StatusQueued {
+			if err := insertEvents(ctx, tx, nb, buildlog.EventBuildStarted, now); err != nil {
+				return err
+			}
 		}
 		res = buildlog.AppendResult{
 			FirstOffset: next,
@@ -327,6 +333,9 @@ func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, 
 		out, err = scanBuild(tx.QueryRow(ctx, appendChunk, buildID, int64(b.NextOffset), 1, true,
 			nil, data, string(f.Status), now, nullBytes(f.Result), ""))
 		if err != nil {
+			return err
+		}
+		if err := insertEvents(ctx, tx, out, buildlog.EventBuildFinished, now); err != nil {
 			return err
 		}
 		chunk = buildlog.Chunk{First: b.NextOffset, Count: 1, Data: data, Terminal: true}

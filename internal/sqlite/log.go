@@ -61,6 +61,11 @@ func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, n
 	if _, err := tx.StmtContext(ctx, update).ExecContext(ctx, nanos(now), end, b.Len(), b.LastPhase, buildID); err != nil {
 		return buildlog.AppendResult{}, wrap("append", err)
 	}
+	if buildlog.Status(status) == buildlog.StatusQueued {
+		if err := insertEvents(ctx, tx, buildID, buildlog.EventBuildStarted, now); err != nil {
+			return buildlog.AppendResult{}, wrap("append", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return buildlog.AppendResult{}, wrap("append", err)
 	}
@@ -140,6 +145,9 @@ func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, 
 	if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = ?, finished_at = ?, updated_at = ?, last_activity = ?,
 			next_offset = ?, entry_count = ?, result = ? WHERE id = ?`,
 		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), buildID); err != nil {
+		return nil, buildlog.Chunk{}, wrap("finish", err)
+	}
+	if err := insertEvents(ctx, tx, buildID, buildlog.EventBuildFinished, now); err != nil {
 		return nil, buildlog.Chunk{}, wrap("finish", err)
 	}
 	if err := tx.Commit(); err != nil {

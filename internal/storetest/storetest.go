@@ -45,6 +45,12 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"ActivityGranularity", testActivityGranularity},
 		{"DeleteFinished", testDeleteFinished},
 		{"Keys", testKeys},
+		{"Webhooks", testWebhooks},
+		{"WebhookEvents", testWebhookEvents},
+		{"ClaimDeliveries", testClaimDeliveries},
+		{"RecordDelivery", testRecordDelivery},
+		{"PruneDeliveryAttempts", testPruneDeliveryAttempts},
+		{"ConcurrentClaims", testConcurrentClaims},
 		{"Secret", testSecret},
 		{"Ping", testPing},
 	}
