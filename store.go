@@ -68,9 +68,9 @@ type Store interface {
 	// Webhooks. Append (on the queued→building transition) and Finish (on
 	// any change to a terminal status, the idle sweep's included) record
 	// the event, in the same transaction as the change, as one pending
-	// Delivery to each hook of the build's team that takes its type; so
-	// a crash after the change delays its deliveries but never loses them.
-	// Finishing again with the same status records nothing.
+	// Delivery to each hook of the build's team that takes its type, due
+	// at once; so a crash after the change delays its deliveries but never
+	// loses them. Finishing again with the same status records nothing.
 
 	// CreateWebhook stores h; conflict if its id exists.
 	CreateWebhook(ctx context.Context, h *Webhook) error

@@ -19,6 +19,7 @@ import (
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sweep"
 	"buildlog/internal/web"
+	"buildlog/internal/webhook"
 )
 
 type serveConfig struct {
@@ -40,6 +41,8 @@ type serveConfig struct {
 	streamTokenTTL   time.Duration
 	shutdownTimeout  time.Duration
 	logLevel         string
+	webhookMaxAge    time.Duration
+	webhookPrivate   bool
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -52,6 +55,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		shutdownTimeout: 10 * time.Second,
 		readHeaderTime:  10 * time.Second,
 		readTimeout:     2 * time.Minute,
+		webhookMaxAge:   webhook.DefaultMaxAge,
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -73,6 +77,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(durationValue{&c.streamTokenTTL}, "stream-token-ttl", "lifetime of browser stream tokens (default 5m)")
 	fs.Var(durationValue{&c.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, how long in-flight requests may take to finish (default 10s)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Var(durationValue{&c.webhookMaxAge}, "webhook-max-age", "retry a failing webhook delivery for this long after its event, then give it up (default 24h)")
+	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", false, "let webhooks target loopback, private and link-local addresses (tests, internal networks)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
 		fs.PrintDefaults()
@@ -120,6 +126,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 
 	hub := live.New(0)
+	m := metrics.New()
 	api := httpapi.New(httpapi.Config{
 		Store: store, Hub: hub, AdminKey: adminKey, Secret: secret, Logger: log,
 		Limits:           buildlog.Limits{MaxBatch: c.maxBatch, MaxMessage: int(c.maxMessage)},
@@ -130,7 +137,9 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 		MaxStreams:       c.maxStreams,
 		RatePerKey:       c.ratePerKey,
 		RateBurst:        c.rateBurst,
-		Metrics:          metrics.New(),
+		Metrics:          m,
+
+		WebhookAllowPrivate: c.webhookPrivate,
 	})
 
 	bg, stopBg := context.WithCancel(context.Background())
@@ -142,6 +151,16 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	if c.retention > 0 {
 		go (&sweep.Retention{Store: store, Keep: c.retention, Pause: 100 * time.Millisecond, Log: log}).Run(bg)
 	}
+	// The deliverer records or releases its attempts under way when bg
+	// ends; the store must stay open until it has (deferred after Close,
+	// so it runs first, on every return).
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		(&webhook.Deliverer{Store: store, MaxAge: c.webhookMaxAge, AllowPrivate: c.webhookPrivate,
+			Log: log, Metrics: m}).Run(bg)
+	}()
+	defer func() { stopBg(); <-delivered }()
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {

@@ -15,7 +15,9 @@ import (
 // insertEvents records event typ of build b (as the transaction has just
 // made it) for every hook of b's team that takes it: one outbox row per
 // hook, all with one event id and one body, in one statement. Call it in
-// the transaction that changes the status, after the builds UPDATE.
+// the transaction that changes the status, after the builds UPDATE. A new
+// event is due at once (next_at the epoch), whatever the clock of the
+// server that claims it.
 func insertEvents(ctx context.Context, tx pgx.Tx, b *buildlog.Build, typ string, now time.Time) error {
 	id := buildlog.NewEventID()
 	body, err := buildlog.EventBody(id, typ, now, b)
@@ -23,7 +25,7 @@ func insertEvents(ctx context.Context, tx pgx.Tx, b *buildlog.Build, typ string,
 		return err
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO webhook_outbox (event_id, hook_id, type, build_id, created_at, body, next_at)
-		SELECT $1, id, $2, $3, $4, $5, $4 FROM webhooks WHERE team = $6 AND $2 = ANY (events)`,
+		SELECT $1, id, $2, $3, $4, $5, 'epoch' FROM webhooks WHERE team = $6 AND $2 = ANY (events)`,
 		id, typ, b.ID, now, body, b.Team)
 	return err
 }

@@ -56,10 +56,12 @@ func insertEvents(ctx context.Context, tx *sql.Tx, buildID, typ string, now time
 	if err != nil {
 		return err
 	}
+	// next_at 0, the epoch: a new event is due at once, whatever the
+	// clock of whoever claims it.
 	for _, h := range hooks {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_outbox
-			(event_id, hook_id, type, build_id, created_at, body, next_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			id, h, typ, buildID, nanos(now), body, nanos(now)); err != nil {
+			(event_id, hook_id, type, build_id, created_at, body, next_at) VALUES (?, ?, ?, ?, ?, ?, 0)`,
+			id, h, typ, buildID, nanos(now), body); err != nil {
 			return err
 		}
 	}

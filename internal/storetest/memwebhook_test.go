@@ -33,7 +33,7 @@ func (m *memStore) insertEvents(b *buildlog.Build, typ string, now time.Time) {
 	for _, h := range m.wh.hooks {
 		if h.Team == b.Team && h.Takes(typ) {
 			m.wh.seq++
-			m.wh.outbox = append(m.wh.outbox, &memOutbox{nextAt: now, d: buildlog.Delivery{
+			m.wh.outbox = append(m.wh.outbox, &memOutbox{nextAt: time.Unix(0, 0), d: buildlog.Delivery{
 				Seq: m.wh.seq, EventID: id, Type: typ, BuildID: b.ID, CreatedAt: now.UTC(), Body: body, HookID: h.ID,
 			}})
 		}

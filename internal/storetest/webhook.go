@@ -156,7 +156,9 @@ func testWebhookEvents(t *testing.T, s buildlog.Store) {
 	}
 
 	appendOK(t, s, b.ID, BatchOf("one"), At(2))
-	started := claim(t, s, At(2), 10)
+	// A new event is due at once, even to a claimer whose clock is behind
+	// the one that recorded it.
+	started := claim(t, s, At(0), 10)
 	if got, want := keys(started), []string{"wh_all build.started ev"}; !slices.Equal(got, want) {
 		t.Fatalf("after the first append: deliveries %q, want %q", got, want)
 	}
@@ -266,9 +268,6 @@ func testClaimDeliveries(t *testing.T, s buildlog.Store) {
 	create(t, s, o)
 	finishOK(t, s, o.ID, buildlog.StatusReady, At(4))
 
-	if ds := claim(t, s, At(0), 10); len(ds) != 0 {
-		t.Errorf("claim before any is due: %q", keys(ds))
-	}
 	first := claim(t, s, At(10), 2)
 	if len(first) != 2 || first[0].BuildID != "c1" || first[1].BuildID != "c2" {
 		t.Fatalf("claim of 2: %q, want c1 then c2 (oldest due first)", keys(first))
