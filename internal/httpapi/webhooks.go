@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"buildlog"
 	"buildlog/internal/webhook"
@@ -44,9 +45,14 @@ func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// The secret is shown here once; deliveries are signed with it.
-	writeJSON(w, http.StatusCreated, map[string]any{
-		"id": h.ID, "url": h.URL, "events": h.Events, "team": h.Team, "secret": secret, "created_at": h.CreatedAt,
-	})
+	writeJSON(w, http.StatusCreated, struct {
+		ID        string    `json:"id"`
+		URL       string    `json:"url"`
+		Events    []string  `json:"events"`
+		Team      string    `json:"team"`
+		Secret    string    `json:"secret"`
+		CreatedAt time.Time `json:"created_at"`
+	}{h.ID, h.URL, h.Events, h.Team, secret, h.CreatedAt})
 	return nil
 }
 
