@@ -12,21 +12,56 @@ import (
 	"buildlog"
 )
 
-// insertEvents records event typ of build b (as the transaction has just
-// made it) for every hook of b's team that takes it: one outbox row per
-// hook, all with one event id and one body, in one statement. Call it in
-// the transaction that changes the status, after the builds UPDATE. A new
-// event is due at once (next_at the epoch), whatever the clock of the
-// server that claims it.
-func insertEvents(ctx context.Context, tx pgx.Tx, b *buildlog.Build, typ string, now time.Time) error {
+// event is a build event about to be recorded, rendered (id and body)
+// when the status changes, so that it describes the build as it was then.
+type event struct {
+	id, typ, buildID, team string
+	at                     time.Time
+	body                   []byte
+}
+
+func newEvent(b *buildlog.Build, typ string, now time.Time) (event, error) {
 	id := buildlog.NewEventID()
 	body, err := buildlog.EventBody(id, typ, now, b)
+	return event{id: id, typ: typ, buildID: b.ID, team: b.Team, at: now, body: body}, err
+}
+
+// insertEventsSQL records events (eventArgs): one outbox row for each
+// event and each hook of the event's team that takes its type, in the
+// events' order, so a build started and finished in one transaction has
+// its build.started first. A new event is due at once (next_at the
+// epoch), whatever the clock of the server that claims it. It runs in the
+// transaction that changes the statuses, after the builds UPDATE, as one
+// statement however many events: a pipeline can queue it.
+const insertEventsSQL = `INSERT INTO webhook_outbox (event_id, hook_id, type, build_id, created_at, body, next_at)
+	SELECT e.id, w.id, e.type, e.build_id, e.at, e.body, 'epoch'
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bytea[])
+		WITH ORDINALITY AS e(id, type, build_id, team, at, body, n)
+	JOIN webhooks w ON w.team = e.team AND e.type = ANY (w.events)
+	ORDER BY e.n, w.created_at, w.id`
+
+func eventArgs(evs []event) []any {
+	var (
+		ids, types, builds, teams []string
+		ats                       []time.Time
+		bodies                    [][]byte
+	)
+	for _, e := range evs {
+		ids, types, builds, teams = append(ids, e.id), append(types, e.typ), append(builds, e.buildID), append(teams, e.team)
+		ats, bodies = append(ats, e.at), append(bodies, e.body)
+	}
+	return []any{ids, types, builds, teams, ats, bodies}
+}
+
+// insertEvents records event typ of build b (as the transaction has just
+// made it) for every hook of b's team that takes it. Call it in the
+// transaction that changes the status, after the builds UPDATE.
+func insertEvents(ctx context.Context, tx pgx.Tx, b *buildlog.Build, typ string, now time.Time) error {
+	e, err := newEvent(b, typ, now)
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO webhook_outbox (event_id, hook_id, type, build_id, created_at, body, next_at)
-		SELECT $1, id, $2, $3, $4, $5, 'epoch' FROM webhooks WHERE team = $6 AND $2 = ANY (events)`,
-		id, typ, b.ID, now, body, b.Team)
+	_, err = tx.Exec(ctx, insertEventsSQL, eventArgs([]event{e})...)
 	return err
 }
 

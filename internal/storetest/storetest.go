@@ -47,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"Keys", testKeys},
 		{"Webhooks", testWebhooks},
 		{"WebhookEvents", testWebhookEvents},
+		{"WebhookEventOrder", testWebhookEventOrder},
 		{"ClaimDeliveries", testClaimDeliveries},
 		{"RecordDelivery", testRecordDelivery},
 		{"PruneDeliveryAttempts", testPruneDeliveryAttempts},

@@ -462,3 +462,26 @@ func testConcurrentClaims(t *testing.T, s buildlog.Store) {
 		}
 	}
 }
+
+// testWebhookEventOrder: events are due in the order they happened, so a
+// build's build.started comes before its build.finished, also when both
+// are recorded at once.
+func testWebhookEventOrder(t *testing.T, s buildlog.Store) {
+	createHook(t, s, NewHook("wh_o", "acme", At(0), buildlog.EventBuildStarted, buildlog.EventBuildFinished))
+	for _, id := range []string{"o1", "o2"} {
+		create(t, s, NewBuild(id, At(0)))
+	}
+	appendOK(t, s, "o1", BatchOf("one"), At(1))
+	appendOK(t, s, "o2", BatchOf("one"), At(1))
+	finishOK(t, s, "o2", buildlog.StatusReady, At(2))
+	finishOK(t, s, "o1", buildlog.StatusFailed, At(2))
+	ds := claim(t, s, At(3), 10)
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.BuildID+" "+d.Type)
+	}
+	want := []string{"o1 build.started", "o2 build.started", "o2 build.finished", "o1 build.finished"}
+	if !slices.Equal(got, want) {
+		t.Errorf("claimed in the order %q, want %q", got, want)
+	}
+}
