@@ -164,7 +164,7 @@ func TestMigrations(t *testing.T) {
 	t.Run("new migration applied once", func(t *testing.T) {
 		s := openTest(t, dir)
 		fsys := withMigrations(t, map[string]string{
-			"migrations/9001_extra.sql": "CREATE TABLE extra (a INTEGER); INSERT INTO extra VALUES (1);",
+			"migrations/0090_extra.sql": "CREATE TABLE extra (a INTEGER); INSERT INTO extra VALUES (1);",
 		})
 		for range 2 {
 			if err := migrate(t.Context(), s.w, fsys); err != nil {
@@ -172,8 +172,8 @@ func TestMigrations(t *testing.T) {
 			}
 		}
 		got := applied(t, s.w)
-		if len(got) != len(first)+1 || !slices.Equal(got[:len(first)], first) || got[len(first)].name != "9001_extra" {
-			t.Errorf("after a new migration: %v, want %v then 9001_extra", got, first)
+		if len(got) != len(first)+1 || !slices.Equal(got[:len(first)], first) || got[len(first)].name != "0090_extra" {
+			t.Errorf("after a new migration: %v, want %v then 0090_extra", got, first)
 		}
 		var n int
 		if err := s.w.QueryRowContext(t.Context(), `SELECT count(*) FROM extra`).Scan(&n); err != nil || n != 1 {
@@ -185,8 +185,8 @@ func TestMigrations(t *testing.T) {
 		s := openTest(t, dir)
 		before := applied(t, s.w)
 		fsys := withMigrations(t, map[string]string{
-			"migrations/9001_extra.sql":  "CREATE TABLE extra (a INTEGER);",
-			"migrations/9002_broken.sql": "CREATE TABLE half (a INTEGER); SELECT no_such_function();",
+			"migrations/0090_extra.sql":  "CREATE TABLE extra (a INTEGER);",
+			"migrations/0091_broken.sql": "CREATE TABLE half (a INTEGER); SELECT no_such_function();",
 		})
 		if err := migrate(t.Context(), s.w, fsys); err == nil {
 			t.Fatal("migrate with a broken migration: no error")
