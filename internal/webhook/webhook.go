@@ -113,6 +113,8 @@ const (
 	// storeWait bounds the store calls that end an attempt, which run even
 	// while the server shuts down.
 	storeWait = 5 * time.Second
+	// storeRetry is the poll interval while claiming fails.
+	storeRetry = 5 * time.Second
 )
 
 // Run delivers until ctx ends. Attempts under way then are cut short and
@@ -144,6 +146,7 @@ func (d *Deliverer) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 		now := d.Now()
+		wait := d.Poll
 		if free := d.Workers - running; free > 0 {
 			var full []string
 			for h, n := range perHook {
@@ -153,7 +156,10 @@ func (d *Deliverer) Run(ctx context.Context) {
 			}
 			ds, err := d.Store.ClaimDeliveries(ctx, now, d.Lease, free, full)
 			if err != nil && ctx.Err() == nil {
+				// The store is down or failing: ask again less often,
+				// and log it once per try rather than four times a second.
 				d.Log.Warn("webhooks: claiming deliveries failed", "err", err)
+				wait = max(d.Poll, storeRetry)
 			}
 			for _, del := range ds {
 				if perHook[del.HookID] >= d.PerHook {
@@ -184,7 +190,7 @@ func (d *Deliverer) Run(ctx context.Context) {
 			default:
 			}
 		}
-		timer.Reset(d.Poll)
+		timer.Reset(wait)
 	}
 }
 
