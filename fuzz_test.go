@@ -147,6 +147,38 @@ func FuzzDecodeNewBuild(f *testing.F) {
 	})
 }
 
+func FuzzDecodeNewWebhook(f *testing.F) {
+	for _, s := range []string{
+		`{"url":"https://ci.example.com/h","events":["build.started","build.finished"],"team":"acme"}`,
+		`{"url":"http://[::1]:8080/x?y=1#z"}`, `{"url":"ftp://x"}`, `{"url":"http://h:99999/"}`, `{"url":"http:///p"}`,
+		`{"url":"https://h","events":[]}`, `{"url":"https://h","events":["build.exploded"]}`, `{"url":"https://h","secret":"s"}`,
+		`{"url":"https://h","team":"bad team"}`, `{}`, `[]`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		nw, u, err := buildlog.DecodeNewWebhook(body)
+		if err != nil {
+			wantClientError(t, err)
+			return
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(nw.URL) > buildlog.MaxWebhookURL {
+			t.Fatalf("url %q accepted", nw.URL)
+		}
+		if len(nw.Events) == 0 {
+			t.Fatalf("no events accepted")
+		}
+		for _, e := range nw.Events {
+			if !slices.Contains(buildlog.EventTypes, e) {
+				t.Fatalf("event %q accepted", e)
+			}
+		}
+		if nw.Team != nil && !buildlog.ValidID(*nw.Team) {
+			t.Fatalf("team %q accepted", *nw.Team)
+		}
+	})
+}
+
 func FuzzDecodeFinish(f *testing.F) {
 	for _, s := range []string{`{"status":"ready"}`, `{"status":"failed","message":"m","error_detail":{"x":1}}`, `{"status":"done"}`, `{}`, `[]`, ``, `{"status":"cancelled","result":{},"result_metadata":{}}`} {
 		f.Add([]byte(s))

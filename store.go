@@ -71,6 +71,47 @@ type Store interface {
 	// DeleteKey revokes a key; not_found if there is none.
 	DeleteKey(ctx context.Context, id string) error
 
+	// Webhooks. Append (on the queued→building transition) and Finish (on
+	// any change to a terminal status, the idle sweep's included) record
+	// the event, in the same transaction as the change, as one pending
+	// Delivery to each hook of the build's team that takes its type, due
+	// at once; so a crash after the change delays its deliveries but never
+	// loses them. Finishing again with the same status records nothing.
+
+	// CreateWebhook stores h; conflict if its id exists.
+	CreateWebhook(ctx context.Context, h *Webhook) error
+	// Webhook returns the hook with id, its secret included; not_found if
+	// there is none.
+	Webhook(ctx context.Context, id string) (*Webhook, error)
+	// Webhooks lists the hooks of team ("" for every team), oldest first,
+	// secrets included.
+	Webhooks(ctx context.Context, team string) ([]*Webhook, error)
+	// DeleteWebhook deletes a hook, its pending deliveries and its attempt
+	// records; not_found if there is none.
+	DeleteWebhook(ctx context.Context, id string) error
+	// ClaimDeliveries returns up to limit deliveries due at now (oldest due
+	// first), skipping those of the hooks in skipHooks, and claims each
+	// until now+lease: no ClaimDeliveries in any process returns it again
+	// before then unless RecordDelivery releases it. A claim that runs out
+	// (its process died mid-attempt) makes the delivery due again.
+	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int, skipHooks []string) ([]*Delivery, error)
+	// RecordDelivery ends d's claim: it stores the attempt record a (when
+	// not nil; a's Attempt becomes d's count of attempts made) and then
+	// either drops d (retryAt zero: delivered or given up) or makes it due
+	// again at retryAt. Conflict, changing nothing, if d's claim no longer
+	// holds (it ran out and another claim took d, or d's hook was
+	// deleted).
+	RecordDelivery(ctx context.Context, d *Delivery, a *DeliveryAttempt, retryAt time.Time) error
+	// DeliveryAttempts lists a hook's attempt records, newest first, at
+	// most limit; none for an unknown hook.
+	DeliveryAttempts(ctx context.Context, hookID string, limit int) ([]*DeliveryAttempt, error)
+	// PruneDeliveryAttempts deletes up to limit attempt records made
+	// before t, oldest first; it returns how many it deleted.
+	PruneDeliveryAttempts(ctx context.Context, before time.Time, limit int) (int, error)
+	// PendingDeliveries describes every delivery not yet delivered or
+	// given up, claimed or not.
+	PendingDeliveries(ctx context.Context) (DeliveryQueue, error)
+
 	// Secret returns the server secret (for signing tokens), creating it on
 	// first use; every process sharing the store gets the same one.
 	Secret(ctx context.Context) ([]byte, error)

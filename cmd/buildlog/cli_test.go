@@ -3,11 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +25,8 @@ import (
 //
 //	waitserver            wait until $BUILDLOG_URL/healthz answers
 //	waitbuild ID [N]      wait until build ID exists with at least N entries
+//	receiver              start a webhook receiver at $RECEIVER that saves
+//	                      the n-th request's body as $WORK/hook-n.json
 func TestCLI(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
@@ -41,6 +46,21 @@ func TestCLI(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"receiver": func(ts *testscript.TestScript, neg bool, args []string) {
+				dir := ts.Getenv("WORK")
+				var n atomic.Int32
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					b, _ := io.ReadAll(r.Body)
+					name := filepath.Join(dir, fmt.Sprintf("hook-%d.json", n.Add(1)))
+					// Renamed into place, so a script never reads half a body.
+					if os.WriteFile(name+".tmp", b, 0o644) == nil {
+						os.Rename(name+".tmp", name)
+					}
+					w.WriteHeader(http.StatusNoContent)
+				}))
+				ts.Defer(srv.Close)
+				ts.Setenv("RECEIVER", srv.URL)
+			},
 			"waitserver": func(ts *testscript.TestScript, neg bool, args []string) {
 				eventually(ts, func() (bool, string) {
 					r, err := http.Get(ts.Getenv("BUILDLOG_URL") + "/healthz")

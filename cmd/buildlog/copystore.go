@@ -18,9 +18,10 @@ import (
 const copyStoreUsage = `Usage: buildlog copy-store --data DIR --store postgres://...
 
 Copies the embedded store in DIR into an empty PostgreSQL database: every
-build with its log (same ids, same offsets, same bytes), the API keys and
-the server secret, so keys, stream tokens and page tokens stay valid. It is
-how an installation moves from one server to several.
+build with its log (same ids, same offsets, same bytes), the API keys,
+the webhooks and the server secret, so keys, stream tokens and page tokens
+stay valid. It is how an installation moves from one server to several.
+Webhook deliveries still pending in DIR are not copied.
 
 Stop the server that uses DIR first: entries appended during the copy are
 not copied. The database must hold no builds and no keys; the schema is
@@ -82,5 +83,8 @@ func copyStoreCmd(ctx context.Context, args, env []string, stdout, stderr io.Wri
 		return fmt.Errorf("copy-store: %w (after %d builds; drop and recreate the database before trying again)", err, st.Builds)
 	}
 	fmt.Fprintf(stdout, "copied %d builds (%d entries) and %d keys from %s to PostgreSQL\n", st.Builds, st.Entries, st.Keys, *data)
+	if st.Webhooks > 0 {
+		fmt.Fprintf(stdout, "copied %d webhooks (deliveries still pending in %s were not copied)\n", st.Webhooks, *data)
+	}
 	return nil
 }

@@ -44,6 +44,8 @@ Usage:
   buildlog run --template T -- CMD...    run a command as a build
   buildlog builds ls|get                 list builds, show one
   buildlog keys create|ls|revoke         manage API keys
+  buildlog webhooks create|ls|deliveries|delete
+                                         manage webhooks (signed build events)
   buildlog bench [flags]                 measure a server on this machine
   buildlog copy-store --data DIR --store postgres://...
                                          copy the embedded store into PostgreSQL
@@ -73,6 +75,8 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 		err = buildsCmd(ctx, args[1:], env, stdout, stderr)
 	case "keys":
 		err = keysCmd(ctx, args[1:], env, stdout, stderr)
+	case "webhooks":
+		err = webhooksCmd(ctx, args[1:], env, stdout, stderr)
 	case "bench":
 		err = benchCmd(ctx, args[1:], env, stdout, stderr)
 	case "copy-store":

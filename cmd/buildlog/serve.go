@@ -20,6 +20,7 @@ import (
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sweep"
 	"buildlog/internal/web"
+	"buildlog/internal/webhook"
 )
 
 type serveConfig struct {
@@ -41,6 +42,8 @@ type serveConfig struct {
 	streamTokenTTL   time.Duration
 	shutdownTimeout  time.Duration
 	logLevel         string
+	webhookMaxAge    time.Duration
+	webhookPrivate   bool
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -53,6 +56,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		shutdownTimeout: 10 * time.Second,
 		readHeaderTime:  10 * time.Second,
 		readTimeout:     2 * time.Minute,
+		webhookMaxAge:   webhook.DefaultMaxAge,
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -74,6 +78,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(durationValue{&c.streamTokenTTL}, "stream-token-ttl", "lifetime of browser stream tokens (default 5m)")
 	fs.Var(durationValue{&c.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, how long in-flight requests may take to finish (default 10s)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Var(durationValue{&c.webhookMaxAge}, "webhook-max-age", "retry a failing webhook delivery for this long after its event, then give it up (default 24h)")
+	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", false, "let webhooks target loopback, private and link-local addresses (tests, internal networks)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
 		fs.PrintDefaults()
@@ -121,6 +127,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 
 	hub := live.New(0)
+	m := metrics.New()
 	api := httpapi.New(httpapi.Config{
 		Store: store, Hub: hub, AdminKey: adminKey, Secret: secret, Logger: log,
 		Limits:           buildlog.Limits{MaxBatch: c.maxBatch, MaxMessage: int(c.maxMessage)},
@@ -131,11 +138,13 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 		MaxStreams:       c.maxStreams,
 		RatePerKey:       c.ratePerKey,
 		RateBurst:        c.rateBurst,
-		Metrics:          metrics.New(),
+		Metrics:          m,
+
+		WebhookAllowPrivate: c.webhookPrivate,
 	})
 
 	// Deferred after store.Close, so it runs first.
-	stopBg := startBackground(store, api.Store(), hub, c, log)
+	stopBg := startBackground(store, api.Store(), hub, c, log, m)
 	defer stopBg()
 
 	ln, err := net.Listen("tcp", c.addr)
@@ -183,10 +192,10 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 
 // startBackground starts the server's work beside its requests: the idle
 // sweep, which commits through published so that followers hear of it;
-// retention when configured; and, for a store several servers share, the
-// commit watcher. stop ends them and returns once all have, so that the
+// retention when configured; the webhook deliverer; and, for a store
+// several servers share, the commit watcher. stop ends them and returns once all have, so that the
 // store is never closed under a query of theirs.
-func startBackground(store, published buildlog.Store, hub *live.Hub, c *serveConfig, log *slog.Logger) (stop func()) {
+func startBackground(store, published buildlog.Store, hub *live.Hub, c *serveConfig, log *slog.Logger, m *metrics.Metrics) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	if w, ok := store.(buildlog.CommitWatcher); ok {
@@ -198,6 +207,12 @@ func startBackground(store, published buildlog.Store, hub *live.Hub, c *serveCon
 			(&sweep.Retention{Store: store, Keep: c.retention, Pause: 100 * time.Millisecond, Log: log}).Run(ctx)
 		})
 	}
+	// The deliverer records or releases its attempts under way when ctx
+	// ends; stop waits for that, so the store stays open until it has.
+	wg.Go(func() {
+		(&webhook.Deliverer{Store: store, MaxAge: c.webhookMaxAge, AllowPrivate: c.webhookPrivate,
+			Log: log, Metrics: m}).Run(ctx)
+	})
 	return func() { cancel(); wg.Wait() }
 }
 

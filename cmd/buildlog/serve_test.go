@@ -10,6 +10,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/live"
+	"buildlog/internal/metrics"
 	"buildlog/internal/sqlite"
 )
 
@@ -59,7 +60,7 @@ func TestBackgroundStopsBeforeStoreCloses(t *testing.T) {
 	defer st.Close()
 	s := &slowStore{Store: st, started: make(chan string, 3)}
 	c := &serveConfig{idleTimeout: time.Minute, retention: time.Hour}
-	stop := startBackground(s, s, live.New(0), c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stop := startBackground(s, s, live.New(0), c, slog.New(slog.NewTextHandler(io.Discard, nil)), metrics.New())
 	for i := range 3 {
 		select {
 		case <-s.started:

@@ -49,6 +49,10 @@ type Config struct {
 
 	// Metrics receives the server's measurements; nil records nothing.
 	Metrics *metrics.Metrics
+
+	// WebhookAllowPrivate lets hooks target loopback, private and
+	// link-local addresses (--webhook-allow-private).
+	WebhookAllowPrivate bool
 }
 
 // Defaults for Config's zero values; the serve flags show the same ones.
@@ -249,6 +253,11 @@ func (a *API) routes() {
 	a.handle("POST /v1/keys", a.createKey)
 	a.handle("GET /v1/keys", a.listKeys)
 	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
+
+	a.handle("POST /v1/webhooks", a.createWebhook)
+	a.handle("GET /v1/webhooks", a.listWebhooks)
+	a.handle("DELETE /v1/webhooks/{id}", a.deleteWebhook)
+	a.handle("GET /v1/webhooks/{id}/deliveries", a.listDeliveries)
 
 	// Anything else under the API prefixes is a JSON 404 (after auth, so
 	// the shape of the API is not probed for free).

@@ -32,6 +32,10 @@ type Metrics struct {
 	authFailures    *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
 	revokedStreams  prometheus.Counter
+
+	webhookDeliveries *prometheus.CounterVec
+	webhookPending    prometheus.Gauge
+	webhookOldest     prometheus.Gauge
 }
 
 // New returns a fresh set of instruments on their own registry, with the
@@ -90,9 +94,21 @@ func New() *Metrics {
 		Name: "buildlog_revoked_streams_total",
 		Help: "Open streams ended because their key was revoked.",
 	})
+	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "buildlog_webhook_deliveries_total",
+		Help: "Webhook delivery attempts this server made, by result: delivered (2xx), retrying (failed, another attempt is due), given_up (failed, past --webhook-max-age).",
+	}, []string{"result"})
+	m.webhookPending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "buildlog_webhook_queue_depth",
+		Help: "Webhook deliveries not yet delivered or given up, in the whole store (every server sharing it reports the same).",
+	})
+	m.webhookOldest = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "buildlog_webhook_oldest_pending_seconds",
+		Help: "Age of the oldest event still waiting for delivery; 0 when none waits.",
+	})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.appends, m.appendedEntries, m.appendedBytes,
 		m.appendDuration, m.openStreams, m.followerLag, m.storeErrors, m.authFailures, m.rejected,
-		m.revokedStreams,
+		m.revokedStreams, m.webhookDeliveries, m.webhookPending, m.webhookOldest,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The series a dashboard expects exist from the start, at zero.
 	for _, d := range []string{"a", "b"} {
@@ -100,6 +116,9 @@ func New() *Metrics {
 	}
 	for _, r := range []string{"unauthorized", "forbidden"} {
 		m.authFailures.WithLabelValues(r)
+	}
+	for _, r := range []string{"delivered", "retrying", "given_up"} {
+		m.webhookDeliveries.WithLabelValues(r)
 	}
 	return m
 }
@@ -178,4 +197,21 @@ func (m *Metrics) StreamRevoked() {
 		return
 	}
 	m.revokedStreams.Inc()
+}
+
+// WebhookAttempt records one delivery attempt and its result.
+func (m *Metrics) WebhookAttempt(result string) {
+	if m == nil {
+		return
+	}
+	m.webhookDeliveries.WithLabelValues(result).Inc()
+}
+
+// WebhookQueue records the deliveries waiting and the age of the oldest.
+func (m *Metrics) WebhookQueue(pending int, oldest time.Duration) {
+	if m == nil {
+		return
+	}
+	m.webhookPending.Set(float64(pending))
+	m.webhookOldest.Set(oldest.Seconds())
 }

@@ -28,6 +28,8 @@ func TestExposition(t *testing.T) {
 	m.AuthFailure("forbidden")
 	m.RateLimited("rate_per_key")
 	m.StreamRevoked()
+	m.WebhookAttempt("retrying")
+	m.WebhookQueue(3, 90*time.Second)
 	body := scrape(t, m)
 	for _, want := range []string{
 		`buildlog_http_requests_total{code="200",route="GET /x"} 1`,
@@ -40,6 +42,10 @@ func TestExposition(t *testing.T) {
 		`buildlog_auth_failures_total{reason="unauthorized"} 0`,
 		`buildlog_rate_limited_total{limit="rate_per_key"} 1`,
 		`buildlog_revoked_streams_total 1`,
+		`buildlog_webhook_deliveries_total{result="retrying"} 1`,
+		`buildlog_webhook_deliveries_total{result="delivered"} 0`,
+		`buildlog_webhook_queue_depth 3`,
+		`buildlog_webhook_oldest_pending_seconds 90`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("missing %s", want)
@@ -66,4 +72,6 @@ func TestNilMetrics(t *testing.T) {
 	m.AuthFailure("forbidden")
 	m.RateLimited("x")
 	m.StreamRevoked()
+	m.WebhookAttempt("delivered")
+	m.WebhookQueue(1, time.Second)
 }

@@ -14,6 +14,9 @@ type ImportStats struct {
 	Builds  int
 	Entries uint64
 	Keys    int
+	// Webhooks are copied with their ids and secrets; their pending
+	// deliveries and attempt records are not.
+	Webhooks int
 }
 
 // importPage is how many bytes of log Import reads from the source at a
@@ -28,7 +31,9 @@ var importBuilds = 500
 // keys (as hashes, with their ids) and every build with its log, byte for
 // byte, offsets unchanged. It is how an installation moves from the
 // embedded store to PostgreSQL, so that build ids, keys, stream tokens and
-// page tokens all stay valid.
+// page tokens all stay valid. Webhooks are copied too (ids and secrets
+// unchanged), but not deliveries still pending in src: copying builds
+// records no events, so nothing already delivered is sent again.
 //
 // s must hold no builds and no keys (a conflict error otherwise), and no
 // server should be using either store meanwhile: Import takes each build as
@@ -69,6 +74,16 @@ func (s *Store) Import(ctx context.Context, src buildlog.Store, progress func(Im
 			return st, fmt.Errorf("import: key %s: %w", k.ID, err)
 		}
 		st.Keys++
+	}
+	hooks, err := src.Webhooks(ctx, "")
+	if err != nil {
+		return st, fmt.Errorf("import: reading the source's webhooks: %w", err)
+	}
+	for _, h := range hooks {
+		if err := s.CreateWebhook(ctx, h); err != nil {
+			return st, fmt.Errorf("import: webhook %s: %w", h.ID, err)
+		}
+		st.Webhooks++
 	}
 
 	var after *buildlog.BuildCursor

@@ -31,6 +31,10 @@ func TestImportFromSQLite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	hook := storetest.NewHook("wh_1", "acme", storetest.At(0), buildlog.EventBuildFinished)
+	if err := src.CreateWebhook(ctx, hook); err != nil {
+		t.Fatal(err)
+	}
 	// Several listing pages of the import, some builds finished, one with
 	// every optional field, one never appended to.
 	importBuilds = 7
@@ -68,8 +72,15 @@ func TestImportFromSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Builds != builds || st.Keys != 3 || calls != builds {
-		t.Errorf("Import = %+v with %d progress calls, want %d builds, 3 keys", st, calls, builds)
+	if st.Builds != builds || st.Keys != 3 || st.Webhooks != 1 || calls != builds {
+		t.Errorf("Import = %+v with %d progress calls, want %d builds, 3 keys, 1 webhook", st, calls, builds)
+	}
+	if got, err := pg.Webhooks(ctx, ""); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], hook) {
+		t.Errorf("webhooks: got %+v (%v), want %+v", got, err, hook)
+	}
+	// The source's pending deliveries stay there; the copy records none.
+	if q, err := pg.PendingDeliveries(ctx); err != nil || q.Pending != 0 {
+		t.Errorf("pending deliveries after import: %+v (%v), want none", q, err)
 	}
 
 	wantKeys, _ := src.Keys(ctx)

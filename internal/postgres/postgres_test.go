@@ -595,22 +595,22 @@ func TestStoreFailuresArePlainErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := s.Append(ctx, "b", storetest.BatchOf("x"), storetest.At(1))
-	if err == nil || buildlog.ErrorCode(err) != buildlog.EInternal {
+	if !plainError(err) {
 		t.Errorf("Append with its table gone: %v, want a plain error", err)
 	}
 
 	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
 	defer cancel()
-	if _, err := s.Build(expired, "b"); err == nil || buildlog.ErrorCode(err) != buildlog.EInternal {
+	if _, err := s.Build(expired, "b"); !plainError(err) {
 		t.Errorf("Build past its deadline: %v, want a plain error", err)
 	}
 	s.Close()
-	if err := s.Ping(ctx); err == nil || buildlog.ErrorCode(err) != buildlog.EInternal {
+	if err := s.Ping(ctx); !plainError(err) {
 		t.Errorf("Ping after Close: %v, want a plain error", err)
 	}
 
 	u := "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"
-	if _, err := Open(ctx, u); err == nil || buildlog.ErrorCode(err) != buildlog.EInternal {
+	if _, err := Open(ctx, u); !plainError(err) {
 		t.Errorf("Open of an unreachable server: %v, want a plain error", err)
 	}
 }
@@ -723,4 +723,11 @@ func BenchmarkNotifyDelay(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(n), "µs-delay")
+}
+
+// plainError reports whether err is a failure of the store itself: an
+// error without a buildlog code, which the API answers as unavailable.
+func plainError(err error) bool {
+	var e *buildlog.Error
+	return err != nil && !errors.As(err, &e)
 }

@@ -41,6 +41,10 @@ type groupState struct {
 	// offset, so a retry of a batch earlier in the same group is seen.
 	inserted map[chunkKey]chunkRow
 	rows     []chunkRow
+	// events are the webhook events of the group's status changes, in
+	// the order they happened (the outbox: recorded in the transaction
+	// that makes the change).
+	events []event
 }
 
 type chunkKey struct {
@@ -209,6 +213,9 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 		// only once they are committed, and never of ones rolled back.
 		b.Queue(`SELECT pg_notify('`+commitChannel+`', id) FROM unnest($1::text[]) AS id`, uids)
 	}
+	if len(g.events) > 0 {
+		b.Queue(insertEventsSQL, eventArgs(g.events)...)
+	}
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
@@ -273,7 +280,8 @@ func (g *groupState) append(o *op) error {
 	data := b.Encode(o.buildID, bd.TemplateID, next)
 	g.add(chunkRow{build: o.buildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
 	now := o.now.UTC().Truncate(time.Microsecond)
-	if bd.Status == buildlog.StatusQueued {
+	started := bd.Status == buildlog.StatusQueued
+	if started {
 		bd.Status = buildlog.StatusBuilding
 	}
 	if bd.StartedAt == nil {
@@ -287,11 +295,26 @@ func (g *groupState) append(o *op) error {
 	bd.NextOffset += uint64(b.Len())
 	bd.EntryCount = bd.NextOffset
 	g.changed[o.buildID] = true
+	if started {
+		if err := g.event(bd, buildlog.EventBuildStarted, now); err != nil {
+			return err
+		}
+	}
 	o.res = buildlog.AppendResult{
 		FirstOffset: next,
 		NextOffset:  bd.NextOffset,
 		Chunk:       buildlog.Chunk{First: next, Count: b.Len(), Data: data},
 	}
+	return nil
+}
+
+// event renders a webhook event of bd as the group has just made it.
+func (g *groupState) event(bd *buildlog.Build, typ string, now time.Time) error {
+	e, err := newEvent(bd, typ, now)
+	if err != nil {
+		return err
+	}
+	g.events = append(g.events, e)
 	return nil
 }
 
@@ -340,6 +363,9 @@ func (g *groupState) finish(o *op) error {
 	bd.NextOffset++
 	bd.EntryCount = bd.NextOffset
 	g.changed[o.buildID] = true
+	if err := g.event(bd, buildlog.EventBuildFinished, now); err != nil {
+		return err
+	}
 	out := *bd
 	o.build = &out
 	return nil

@@ -333,6 +333,15 @@ func (g *groupTx) update(start, activity bool, ids []string) error {
 		if _, err := g.tx.StmtContext(g.ctx, stmt).ExecContext(g.ctx, args...); err != nil {
 			return err
 		}
+		if start {
+			// build.started, in the transaction that starts the build
+			// (the outbox), once its row says so.
+			for _, id := range ids[:n] {
+				if err := insertEvents(g.ctx, g.tx, id, buildlog.EventBuildStarted, fromNanos(g.builds[id].startedAt)); err != nil {
+					return err
+				}
+			}
+		}
 		ids = ids[n:]
 	}
 	return nil
@@ -413,6 +422,9 @@ func (g *groupTx) finish(o *op) error {
 	if _, err := g.tx.ExecContext(g.ctx, `UPDATE builds SET status = ?, finished_at = ?, updated_at = ?, last_activity = ?,
 			next_offset = ?, entry_count = ?, result = ? WHERE id = ?`,
 		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), o.buildID); err != nil {
+		return err
+	}
+	if err := insertEvents(g.ctx, g.tx, o.buildID, buildlog.EventBuildFinished, o.now); err != nil {
 		return err
 	}
 	// Later requests read the row as it now is.

@@ -50,6 +50,13 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"ActivityGranularity", testActivityGranularity},
 		{"DeleteFinished", testDeleteFinished},
 		{"Keys", testKeys},
+		{"Webhooks", testWebhooks},
+		{"WebhookEvents", testWebhookEvents},
+		{"WebhookEventOrder", testWebhookEventOrder},
+		{"ClaimDeliveries", testClaimDeliveries},
+		{"RecordDelivery", testRecordDelivery},
+		{"PruneDeliveryAttempts", testPruneDeliveryAttempts},
+		{"ConcurrentClaims", testConcurrentClaims},
 		{"Secret", testSecret},
 		{"Ping", testPing},
 	}

@@ -30,6 +30,7 @@ type memStore struct {
 	builds map[string]*memBuild
 	keys   []*buildlog.Key
 	secret []byte
+	wh     memWebhooks
 }
 
 var _ buildlog.Store = (*memStore)(nil)
@@ -137,7 +138,8 @@ func (m *memStore) Append(_ context.Context, id string, batch *buildlog.Batch, n
 	c := buildlog.Chunk{First: next, Count: batch.Len(), Data: batch.Encode(id, mb.b.TemplateID, next)}
 	mb.chunks, mb.hashes = append(mb.chunks, c), append(mb.hashes, batch.Hash)
 	b := &mb.b
-	if b.Status == buildlog.StatusQueued {
+	started := b.Status == buildlog.StatusQueued
+	if started {
 		b.Status, b.StartedAt = buildlog.StatusBuilding, ptr(now)
 	}
 	b.NextOffset, b.EntryCount = c.End(), c.End()
@@ -145,6 +147,9 @@ func (m *memStore) Append(_ context.Context, id string, batch *buildlog.Batch, n
 		b.LastPhase = batch.LastPhase
 	}
 	b.LastActivity, b.UpdatedAt = now, now
+	if started {
+		m.insertEvents(b, buildlog.EventBuildStarted, now)
+	}
 	return buildlog.AppendResult{FirstOffset: c.First, NextOffset: c.End(), Chunk: c}, nil
 }
 
@@ -170,6 +175,7 @@ func (m *memStore) Finish(_ context.Context, id string, f *buildlog.Finish, now 
 	mb.chunks, mb.hashes = append(mb.chunks, c), append(mb.hashes, nil)
 	b.Status, b.FinishedAt, b.UpdatedAt, b.Result = f.Status, ptr(now), now, f.Result
 	b.NextOffset, b.EntryCount = c.End(), c.End()
+	m.insertEvents(b, buildlog.EventBuildFinished, now)
 	return copyBuild(b), c, nil
 }
 
