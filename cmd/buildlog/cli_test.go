@@ -98,10 +98,11 @@ func TestCLI(t *testing.T) {
 	})
 }
 
-// eventually polls cond for up to 20 s: generous, since several test
-// processes share two cores.
+// eventually polls cond for up to 60 s: generous, since several test
+// processes share two cores (20 s was once too short for a `buildlog run`
+// under -race to send its first append).
 func eventually(ts *testscript.TestScript, cond func() (bool, string)) {
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ok, state := cond()
 		if ok {

@@ -234,7 +234,7 @@ func TestFollowersUnderStress(t *testing.T) {
 	}
 	select {
 	case <-producerDone:
-	case <-time.After(30 * time.Second):
+	case <-time.After(90 * time.Second):
 		t.Fatal("producer blocked")
 	}
 }
@@ -255,7 +255,10 @@ func follow(s *server, id string, start uint64, f int) error {
 // followOnce reads one connection's worth, advancing *pos; done is true
 // once the terminal entry was read.
 func followOnce(s *server, id string, start uint64, pos *uint64, f int) (done bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// Generous: a missed wake-up hangs forever, so any bound catches it;
+	// under -race on two cores shared with other test processes the whole
+	// 5,000-entry run has taken over 20 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+"/v1/templates/builds/"+id+"/logs?follow=true", nil)
 	req.Header.Set("Authorization", "Bearer "+adminKey)
