@@ -43,6 +43,7 @@ type topic struct {
 	size   int
 	woke   time.Time // when wake was last closed
 	due    bool      // a wake-up is scheduled (commits gathered within coalesce)
+	wakes  int       // wake-ups so far (tests count them)
 }
 
 // wakeLocked wakes the followers now, or schedules it: see coalesce.
@@ -68,6 +69,7 @@ func (t *topic) closeLocked() {
 	close(t.wake)
 	t.wake = make(chan struct{})
 	t.woke = time.Now()
+	t.wakes++
 }
 
 // New returns a hub keeping up to retain bytes per followed build
