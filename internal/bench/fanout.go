@@ -187,6 +187,15 @@ func (r *runner) fanout(ctx context.Context) error {
 	deadline := time.After(cfg.FanoutDuration)
 	g := newGen(11)
 	sent := 0
+	// The server's own CPU from the first append until every follower has
+	// the end, per entry delivered: the figure that does not depend on
+	// the machine's load (as farm's). The bench's own beside it says
+	// whether the load generator is the bottleneck.
+	cpu := srv.meter()
+	self := cpuMeter{}
+	if cpu.ok {
+		self = processMeter(os.Getpid())
+	}
 produce:
 	for {
 		select {
@@ -224,6 +233,8 @@ produce:
 		cancel()
 		<-done
 	}
+	serverCPU, serverOK := cpu.used()
+	benchCPU, benchOK := self.used()
 	want := int64(F) * int64(sent+1)
 	r.progress("fanout: %d entries sent; %d of %d deliveries; %d of %d followers complete",
 		sent, entries.Load(), want, complete.Load(), F)
@@ -243,6 +254,20 @@ produce:
 		figure{scenario: "fan-out", name: "append p99 while fanning out", unit: latency, vals: []float64{appendLat.quantile(0.99).Seconds()}},
 		figure{scenario: "fan-out", name: "connect all followers", unit: latency, vals: []float64{connectTime.Seconds()}},
 	)
+	if got := entries.Load(); serverOK && got > 0 {
+		name := "server CPU per delivered event"
+		if r.pgDSN != "" {
+			name += " (buildlog only)"
+		}
+		r.figs = append(r.figs, figure{scenario: "fan-out", name: name, unit: cpuTime, vals: []float64{serverCPU.Seconds() / float64(got)}})
+		if benchOK {
+			r.figs = append(r.figs, figure{scenario: "fan-out", name: "bench CPU per delivered event (the load)", unit: cpuTime,
+				vals: []float64{benchCPU.Seconds() / float64(got)}})
+		}
+	} else {
+		r.figs = append(r.figs, figure{scenario: "fan-out", name: "server CPU per delivered event",
+			text: "n/a: the server is not a child process of the bench"})
+	}
 	if rssErr != nil {
 		r.figs = append(r.figs, figure{scenario: "fan-out", name: "server RSS per follower", text: "n/a: " + rssErr.Error()})
 	} else {

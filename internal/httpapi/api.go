@@ -69,7 +69,8 @@ type API struct {
 	cfg      Config
 	store    buildlog.Store
 	hub      *live.Hub
-	reads    readGroup // followers' shared store reads
+	reads    readGroup  // followers' shared store reads
+	frames   frameCache // followers' shared renderings
 	log      *slog.Logger
 	now      func() time.Time
 	adminKey []byte // hash of Config.AdminKey

@@ -179,7 +179,21 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		frame = func(off uint64, line []byte) { s.sseFrame(off, "log", line) }
 		keepalive = s.sseKeepalive
 	}
+	shared := frameSSE
+	if q.form == formNDJSON {
+		shared = frameNDJSON
+	}
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
+		if !q.filter.active() && shareable(chunks) {
+			// Every follower of the build at this offset sends the same
+			// bytes: render them once.
+			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: shared}
+			out, err := a.frames.get(k, func() ([]byte, error) { return renderA(chunks, shared), nil })
+			if err != nil {
+				return false, err
+			}
+			return true, s.writeShared(out)
+		}
 		for _, c := range chunks {
 			c.Lines(func(off uint64, line []byte) bool {
 				if !q.filter.keep(c, off, line) {
@@ -203,6 +217,30 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		a.streamEnded(r, err)
 	}
 	return nil
+}
+
+// renderA is what an unfiltered dialect A stream sends for chunks.
+func renderA(chunks []buildlog.Chunk, form frameForm) []byte {
+	n := size(chunks)
+	for _, c := range chunks {
+		if form == frameSSE {
+			n += 48 * c.Count // "id: …\nevent: log\ndata: …\n\n"
+		} else {
+			n += c.Count
+		}
+	}
+	out := make([]byte, 0, n)
+	for _, c := range chunks {
+		c.Lines(func(off uint64, line []byte) bool {
+			if form == frameSSE {
+				out = appendSSE(out, off, "log", line)
+			} else {
+				out = append(append(out, line...), '\n')
+			}
+			return true
+		})
+	}
+	return out
 }
 
 // logPage is dialect A's JSON form: {"entries":[...],"next_offset":N,"done":B}.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -64,35 +65,65 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 	var frame []byte
 	// Every entry is a frame: B has no filter.
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
-		for _, c := range chunks {
-			c.Lines(func(off uint64, line []byte) bool {
-				var e bEntry
-				if err = json.Unmarshal(line, &e); err != nil {
-					return false
-				}
-				var fin *buildlog.Build
-				if c.Terminal && off == c.End()-1 {
-					// Only the finished build knows whether an `end` entry
-					// ended in failure or a timeout, and the last phase seen
-					// before it (which a resumed stream never saw).
-					if fin, err = a.cfg.Store.Build(r.Context(), b.ID); err != nil {
-						return false
-					}
-				}
-				frame = e.appendFrame(frame[:0], fin)
-				s.sseFrame(off, "", frame)
-				wrote = true
-				err = s.maybeFlush()
-				return err == nil
+		if shareable(chunks) {
+			// Every follower of the build at this offset sends the same
+			// bytes: render them once.
+			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: frameB}
+			out, err := a.frames.get(k, func() ([]byte, error) {
+				var out, frame []byte
+				err := a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+					out = appendSSE(out, off, "", data)
+					return nil
+				})
+				return out, err
 			})
 			if err != nil {
-				return wrote, err
+				return false, err
 			}
+			return true, s.writeShared(out)
+		}
+		err = a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+			s.sseFrame(off, "", data)
+			wrote = true
+			return s.maybeFlush()
+		})
+		if err != nil {
+			return wrote, err
 		}
 		return wrote, s.flush()
 	}
 	if err := a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive); err != nil {
 		a.streamEnded(r, err)
+	}
+	return nil
+}
+
+// framesB calls fn with each entry of chunks as a dialect B frame's data,
+// rendered in *frame (reused from call to call).
+func (a *API) framesB(ctx context.Context, id string, chunks []buildlog.Chunk, frame *[]byte, fn func(off uint64, data []byte) error) error {
+	var err error
+	for _, c := range chunks {
+		c.Lines(func(off uint64, line []byte) bool {
+			var e bEntry
+			if err = json.Unmarshal(line, &e); err != nil {
+				return false
+			}
+			var fin *buildlog.Build
+			if c.Terminal && off == c.End()-1 {
+				// Only the finished build knows whether an `end` entry
+				// ended in failure or a timeout, and the last phase seen
+				// before it (which a resumed stream never saw).
+				if fin, err = a.cfg.Store.Build(ctx, id); err != nil {
+					return false
+				}
+			}
+			*frame = e.appendFrame((*frame)[:0], fin)
+			err = fn(off, *frame)
+			return err == nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -117,7 +117,7 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 			// Woken with nothing at our offset: a reader who started past
 			// the end is still waiting; if the build has ended short of
 			// it, nothing will ever come.
-			cur, err := a.cfg.Store.Build(ctx, b.ID)
+			cur, err := a.reads.status(ctx, a.cfg.Store, b.ID, wake)
 			if err != nil {
 				return err
 			}

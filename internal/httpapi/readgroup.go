@@ -19,9 +19,16 @@ import (
 // that already happened. So reads are shared only among followers holding
 // the same wake channel: a read begun by one of them began after that
 // channel was made, so it sees every commit that closed an earlier one.
+//
+// The same holds for the status check a follower makes when a wake-up
+// brings nothing at its offset (status): on a store shared by several
+// servers the committing server wakes its followers twice per commit (its
+// own notice, then the database's), and the second wake-up brings nothing;
+// followers woken together share one Store.Build.
 type readGroup struct {
-	mu    sync.Mutex
-	calls map[readKey]*readCall
+	mu       sync.Mutex
+	calls    map[readKey]*readCall
+	statuses map[readKey]*statusCall
 }
 
 type readKey struct {
@@ -34,6 +41,12 @@ type readCall struct {
 	done   chan struct{}
 	chunks []buildlog.Chunk
 	err    error
+}
+
+type statusCall struct {
+	done  chan struct{}
+	build *buildlog.Build
+	err   error
 }
 
 // read returns the store's chunks of build from offset from on, for a
@@ -69,4 +82,36 @@ func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, f
 	g.mu.Unlock()
 	close(c.done)
 	return slices.Clone(c.chunks), c.err
+}
+
+// status returns the store's record of build for a follower holding wake.
+// The record is shared: callers only read it.
+func (g *readGroup) status(ctx context.Context, st buildlog.Store, build string, wake <-chan struct{}) (*buildlog.Build, error) {
+	k := readKey{build: build, wake: wake}
+	g.mu.Lock()
+	if c := g.statuses[k]; c != nil {
+		g.mu.Unlock()
+		select {
+		case <-c.done:
+			if c.err == nil {
+				return c.build, nil
+			}
+			return st.Build(ctx, build) // perhaps the leader's own failure, as in read
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if g.statuses == nil {
+		g.statuses = make(map[readKey]*statusCall)
+	}
+	c := &statusCall{done: make(chan struct{})}
+	g.statuses[k] = c
+	g.mu.Unlock()
+
+	c.build, c.err = st.Build(ctx, build)
+	g.mu.Lock()
+	delete(g.statuses, k)
+	g.mu.Unlock()
+	close(c.done)
+	return c.build, c.err
 }

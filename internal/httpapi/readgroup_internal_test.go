@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,5 +112,62 @@ func TestReadGroupNeverSharesAnOlderRead(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// buildCounter is the real SQLite store with Build counted and held at a
+// gate.
+type buildCounter struct {
+	buildlog.Store
+	builds  atomic.Int32
+	started chan struct{}
+	gate    chan struct{}
+}
+
+func (s *buildCounter) Build(ctx context.Context, id string) (*buildlog.Build, error) {
+	s.builds.Add(1)
+	s.started <- struct{}{}
+	<-s.gate
+	return s.Store.Build(ctx, id)
+}
+
+// Followers woken together with nothing at their offset share one status
+// check; a newer wake-up gets one of its own.
+func TestReadGroupSharesStatus(t *testing.T) {
+	g0 := newGatedStore(t)
+	s := &buildCounter{Store: g0.Store, started: make(chan struct{}, 16), gate: make(chan struct{})}
+	var g readGroup
+	wake, newer := make(chan struct{}), make(chan struct{})
+	const followers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, followers+1)
+	wg.Go(func() {
+		b, err := g.status(t.Context(), s, "b", wake)
+		if err == nil && b.NextOffset != 3 {
+			err = errors.New("wrong build record")
+		}
+		errs <- err
+	})
+	<-s.started
+	for range followers - 1 {
+		wg.Go(func() { _, err := g.status(t.Context(), s, "b", wake); errs <- err })
+	}
+	wg.Go(func() { _, err := g.status(t.Context(), s, "b", newer); errs <- err })
+	select {
+	case <-s.started: // the newer wake-up's own check
+	case <-time.After(10 * time.Second):
+		t.Fatal("a newer wake-up joined an older status check")
+	}
+	time.Sleep(100 * time.Millisecond) // give the others time to join; one that did not would be counted
+	close(s.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.builds.Load(); n != 2 {
+		t.Fatalf("%d status checks for %d followers of one wake-up and 1 of another, want 2", n, followers)
 	}
 }

@@ -75,6 +75,22 @@ func (s *streamWriter) flush() error {
 	return s.rc.Flush()
 }
 
+// writeShared writes b, bytes shared with other streams, after whatever is
+// buffered, and pushes it to the client: the rendering goes to the
+// connection without a copy of the stream's own.
+func (s *streamWriter) writeShared(b []byte) error {
+	if len(s.buf) > 0 {
+		if err := s.flush(); err != nil {
+			return err
+		}
+	}
+	s.rc.SetWriteDeadline(time.Now().Add(time.Duration(streamWriteTimeout.Load())))
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
 // maybeFlush writes once enough is buffered, keeping memory per stream bounded.
 func (s *streamWriter) maybeFlush() error {
 	if len(s.buf) >= flushAt {
@@ -105,13 +121,17 @@ func (s *streamWriter) sseKeepalive() error {
 // sseFrame appends one event: id, optional event type, one data line.
 func (s *streamWriter) sseFrame(id uint64, event string, data []byte) {
 	s.grab()
-	s.buf = append(s.buf, "id: "...)
-	s.buf = strconv.AppendUint(s.buf, id, 10)
+	s.buf = appendSSE(s.buf, id, event, data)
+}
+
+func appendSSE(dst []byte, id uint64, event string, data []byte) []byte {
+	dst = append(dst, "id: "...)
+	dst = strconv.AppendUint(dst, id, 10)
 	if event != "" {
-		s.buf = append(s.buf, "\nevent: "...)
-		s.buf = append(s.buf, event...)
+		dst = append(dst, "\nevent: "...)
+		dst = append(dst, event...)
 	}
-	s.buf = append(s.buf, "\ndata: "...)
-	s.buf = append(s.buf, data...)
-	s.buf = append(s.buf, "\n\n"...)
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
 }

@@ -17,6 +17,15 @@ import (
 // memory; a follower further behind reads the store.
 const DefaultRetain = 4 << 20
 
+// coalesce is the least time between two wake-ups of one build's
+// followers. A commit after a quiet spell wakes them at once; commits that
+// follow it closer than this are gathered into one wake-up at the end of
+// the spell, so that a build committing a thousand times a second does not
+// schedule each of its thousands of followers a thousand times a second:
+// each wake-up costs every follower a scheduling, a read of memory and a
+// write, whatever it carries. It bounds the delay a wake-up can add.
+const coalesce = 2 * time.Millisecond
+
 // Hub is the in-process fan-out of committed entries.
 type Hub struct {
 	retain int
@@ -29,9 +38,38 @@ type topic struct {
 	refs int // guarded by Hub.mu
 
 	mu     sync.RWMutex
-	wake   chan struct{}    // closed and replaced at every commit
+	wake   chan struct{}    // closed and replaced at every wake-up
 	chunks []buildlog.Chunk // contiguous, ascending offsets
 	size   int
+	woke   time.Time // when wake was last closed
+	due    bool      // a wake-up is scheduled (commits gathered within coalesce)
+	wakes  int       // wake-ups so far (tests count them)
+}
+
+// wakeLocked wakes the followers now, or schedules it: see coalesce.
+// Called with t.mu held.
+func (t *topic) wakeLocked() {
+	if t.due {
+		return // the scheduled wake-up covers this commit too
+	}
+	if wait := coalesce - time.Since(t.woke); wait > 0 {
+		t.due = true
+		time.AfterFunc(wait, func() {
+			t.mu.Lock()
+			t.due = false
+			t.closeLocked()
+			t.mu.Unlock()
+		})
+		return
+	}
+	t.closeLocked()
+}
+
+func (t *topic) closeLocked() {
+	close(t.wake)
+	t.wake = make(chan struct{})
+	t.woke = time.Now()
+	t.wakes++
 }
 
 // New returns a hub keeping up to retain bytes per followed build
@@ -76,8 +114,10 @@ func (f *Follower) Close() {
 }
 
 // Wait returns a channel closed at the next commit to the build (or hub
-// notice). Take it before reading, then wait on it only if the read found
-// nothing new: a commit in between has closed it already.
+// notice), or at most coalesce after it. Take it before reading, then
+// wait on it only if the read found nothing new: a commit in between has
+// closed it already, or will within coalesce. What memory holds is
+// published at once; only the wake-up is gathered.
 func (f *Follower) Wait() <-chan struct{} {
 	f.t.mu.RLock()
 	defer f.t.mu.RUnlock()
@@ -139,8 +179,7 @@ func (h *Hub) Publish(buildID string, c buildlog.Chunk) {
 		t.chunks[0] = buildlog.Chunk{}
 		t.chunks = t.chunks[1:]
 	}
-	close(t.wake)
-	t.wake = make(chan struct{})
+	t.wakeLocked()
 }
 
 // Notify says the build changed elsewhere (another server committed). What
@@ -160,8 +199,7 @@ func (h *Hub) Notify(buildID string) {
 	for _, t := range ts {
 		t.mu.Lock()
 		t.chunks, t.size = nil, 0
-		close(t.wake)
-		t.wake = make(chan struct{})
+		t.wakeLocked()
 		t.mu.Unlock()
 	}
 }
