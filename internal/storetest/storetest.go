@@ -8,8 +8,10 @@ import (
 
 // Run runs the conformance suite against stores made by newStore, which
 // returns a fresh, empty store for each subtest and registers its own
-// cleanup. Subtests run one after another (never t.Parallel), so a factory
-// may hand out one database emptied between subtests.
+// cleanup. Subtests run in parallel (t.Parallel), so the stores a factory
+// hands out must be independent of each other: a directory, a schema or a
+// database of their own. Sections that only some stores have (CommitWatcher)
+// skip for the others.
 func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 	tests := []struct {
 		name string
@@ -51,8 +53,12 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"Secret", testSecret},
 		{"Ping", testPing},
+		{"CommitWatcher", testCommitWatcher},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, newStore(t))
+		})
 	}
 }
