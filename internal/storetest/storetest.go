@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"Secret", testSecret},
 		{"Ping", testPing},
 	}
+	tests = append(tests, storageTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
 	}
