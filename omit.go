@@ -91,38 +91,6 @@ func HumanBytes(n uint64) string {
 	return s + " " + units[u]
 }
 
-// ParseSize reads a size flag: plain bytes or a number with a KiB, MiB or
-// GiB suffix (KB, MB, GB and K, M, G are read as the same binary units).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix []string
-		mult   int64
-	}{
-		{[]string{"GiB", "GB", "G"}, 1 << 30},
-		{[]string{"MiB", "MB", "M"}, 1 << 20},
-		{[]string{"KiB", "KB", "K"}, 1 << 10},
-		{[]string{"B"}, 1},
-	} {
-		found := false
-		for _, suf := range u.suffix {
-			if strings.HasSuffix(t, suf) {
-				t, mult, found = strings.TrimSpace(strings.TrimSuffix(t, suf)), u.mult, true
-				break
-			}
-		}
-		if found {
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("want a size in bytes, optionally with a KiB, MiB or GiB suffix (e.g. 100MiB), got %q", s)
-	}
-	return n * mult, nil
-}
-
 // LastTimestamp returns the timestamp of the last of chunk data's lines,
 // or "" if it has none that can be read.
 func LastTimestamp(data []byte) string {

@@ -41,6 +41,8 @@ type serveConfig struct {
 	streamTokenTTL   time.Duration
 	shutdownTimeout  time.Duration
 	logLevel         string
+	maxLogBytes      int64
+	logHeadBytes     int64
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -53,6 +55,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		shutdownTimeout: 10 * time.Second,
 		readHeaderTime:  10 * time.Second,
 		readTimeout:     2 * time.Minute,
+		maxLogBytes:     buildlog.DefaultLogCap.MaxBytes,
+		logHeadBytes:    buildlog.DefaultLogCap.HeadBytes,
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -74,6 +78,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(durationValue{&c.streamTokenTTL}, "stream-token-ttl", "lifetime of browser stream tokens (default 5m)")
 	fs.Var(durationValue{&c.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, how long in-flight requests may take to finish (default 10s)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Var(capSizeValue{&c.maxLogBytes}, "max-log-bytes", "most bytes of one build's log kept (its head and its most recent entries); 0 for no cap (default 100MiB)")
+	fs.Var(sizeValue{&c.logHeadBytes}, "log-head-bytes", "bytes from the start of a log always kept under --max-log-bytes (default 1MiB)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
 		fs.PrintDefaults()
@@ -104,11 +110,24 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if c.maxLogBytes > 0 && c.logHeadBytes >= c.maxLogBytes {
+		return usageError{"--log-head-bytes: want less than --max-log-bytes"}
+	}
 	store, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	m := metrics.New()
+	if st, ok := store.(interface {
+		SetLogCap(buildlog.LogCap, func(int64))
+		StartCompactor(time.Duration)
+	}); ok {
+		st.SetLogCap(buildlog.LogCap{MaxBytes: c.maxLogBytes, HeadBytes: c.logHeadBytes}, m.LogOmitted)
+		// Stopped by store.Close, before the writer it swaps segments in
+		// through.
+		st.StartCompactor(compactEvery)
+	}
 	secret, err := store.Secret(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the server secret: %w", err)
@@ -131,7 +150,7 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 		MaxStreams:       c.maxStreams,
 		RatePerKey:       c.ratePerKey,
 		RateBurst:        c.rateBurst,
-		Metrics:          metrics.New(),
+		Metrics:          m,
 	})
 
 	// Deferred after store.Close, so it runs first.
@@ -207,6 +226,10 @@ func storeName(c *serveConfig) string {
 	}
 	return "sqlite:" + c.data
 }
+
+// compactEvery is how often the compactor looks for logs to compact
+// besides the finishes that wake it.
+const compactEvery = 5 * time.Second
 
 func openStore(ctx context.Context, c *serveConfig) (buildlog.Store, error) {
 	switch {

@@ -32,6 +32,7 @@ type Metrics struct {
 	authFailures    *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
 	revokedStreams  prometheus.Counter
+	logOmitted      prometheus.Counter
 }
 
 // New returns a fresh set of instruments on their own registry, with the
@@ -90,9 +91,13 @@ func New() *Metrics {
 		Name: "buildlog_revoked_streams_total",
 		Help: "Open streams ended because their key was revoked.",
 	})
+	m.logOmitted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_log_omitted_bytes_total",
+		Help: "Bytes of canonical entry lines the per-build size cap (--max-log-bytes) dropped.",
+	})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.appends, m.appendedEntries, m.appendedBytes,
 		m.appendDuration, m.openStreams, m.followerLag, m.storeErrors, m.authFailures, m.rejected,
-		m.revokedStreams,
+		m.revokedStreams, m.logOmitted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The series a dashboard expects exist from the start, at zero.
 	for _, d := range []string{"a", "b"} {
@@ -179,3 +184,6 @@ func (m *Metrics) StreamRevoked() {
 	}
 	m.revokedStreams.Inc()
 }
+
+// LogOmitted counts bytes the size cap dropped.
+func (m *Metrics) LogOmitted(bytes int64) { m.logOmitted.Add(float64(bytes)) }
