@@ -67,6 +67,11 @@ type Build struct {
 	NextOffset uint64          `json:"next_offset"`
 	EntryCount uint64          `json:"entry_count"`
 	Result     json.RawMessage `json:"result,omitempty"`
+	// Omitted is the range the size cap dropped, once anything was.
+	Omitted *Omitted `json:"omitted,omitempty"`
+	// KeptBytes is how much of the log the store keeps, as canonical
+	// lines before compression: what the size cap counts.
+	KeptBytes uint64 `json:"kept_bytes"`
 
 	// LastPhase is the phase of the newest entry that had one; dialect B
 	// labels a failed build's terminal frame with it.
@@ -332,6 +337,10 @@ type Chunk struct {
 	Count    int
 	Data     []byte
 	Terminal bool // the batch Finish wrote; nothing follows it
+	// Notice marks an omission notice (see Omitted.Notice): one entry at
+	// First standing for the dropped offsets before it, which no filter
+	// hides. Readers go on at End, as after any chunk.
+	Notice bool
 }
 
 // End is the offset after the chunk's last entry.
@@ -353,7 +362,7 @@ func (c Chunk) From(off uint64) Chunk {
 		}
 		data = data[i+1:]
 	}
-	return Chunk{First: off, Count: c.Count - skip, Data: data, Terminal: c.Terminal}
+	return Chunk{First: off, Count: c.Count - skip, Data: data, Terminal: c.Terminal, Notice: c.Notice}
 }
 
 // Lines calls fn with each entry's offset and line (without the '\n').

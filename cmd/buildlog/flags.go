@@ -109,3 +109,16 @@ func (v sizeValue) Set(s string) error {
 	*v.n = n * mult
 	return nil
 }
+
+// capSizeValue is a sizeValue that also takes 0 (no cap).
+type capSizeValue struct{ n *int64 }
+
+func (v capSizeValue) String() string { return sizeValue(v).String() }
+
+func (v capSizeValue) Set(s string) error {
+	if strings.TrimSpace(s) == "0" {
+		*v.n = 0
+		return nil
+	}
+	return sizeValue(v).Set(s)
+}

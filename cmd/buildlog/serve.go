@@ -44,6 +44,8 @@ type serveConfig struct {
 	logLevel         string
 	webhookMaxAge    time.Duration
 	webhookPrivate   bool
+	maxLogBytes      int64
+	logHeadBytes     int64
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -57,6 +59,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		readHeaderTime:  10 * time.Second,
 		readTimeout:     2 * time.Minute,
 		webhookMaxAge:   webhook.DefaultMaxAge,
+		maxLogBytes:     buildlog.DefaultLogCap.MaxBytes,
+		logHeadBytes:    buildlog.DefaultLogCap.HeadBytes,
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -80,6 +84,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Var(durationValue{&c.webhookMaxAge}, "webhook-max-age", "retry a failing webhook delivery for this long after its event, then give it up (default 24h)")
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", false, "let webhooks target loopback, private and link-local addresses (tests, internal networks)")
+	fs.Var(capSizeValue{&c.maxLogBytes}, "max-log-bytes", "most bytes of one build's log kept (its head and its most recent entries); 0 for no cap (default 100MiB)")
+	fs.Var(sizeValue{&c.logHeadBytes}, "log-head-bytes", "bytes from the start of a log always kept under --max-log-bytes (default 1MiB)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
 		fs.PrintDefaults()
@@ -110,11 +116,24 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if c.maxLogBytes > 0 && c.logHeadBytes >= c.maxLogBytes {
+		return usageError{"--log-head-bytes: want less than --max-log-bytes"}
+	}
 	store, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	m := metrics.New()
+	if st, ok := store.(interface {
+		SetLogCap(buildlog.LogCap, func(int64))
+		StartCompactor(time.Duration)
+	}); ok {
+		st.SetLogCap(buildlog.LogCap{MaxBytes: c.maxLogBytes, HeadBytes: c.logHeadBytes}, m.LogOmitted)
+		// Stopped by store.Close, before the writer it swaps segments in
+		// through.
+		st.StartCompactor(compactEvery)
+	}
 	secret, err := store.Secret(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the server secret: %w", err)
@@ -127,7 +146,6 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 	}
 
 	hub := live.New(0)
-	m := metrics.New()
 	api := httpapi.New(httpapi.Config{
 		Store: store, Hub: hub, AdminKey: adminKey, Secret: secret, Logger: log,
 		Limits:           buildlog.Limits{MaxBatch: c.maxBatch, MaxMessage: int(c.maxMessage)},
@@ -222,6 +240,10 @@ func storeName(c *serveConfig) string {
 	}
 	return "sqlite:" + c.data
 }
+
+// compactEvery is how often the compactor looks for logs to compact
+// besides the finishes that wake it.
+const compactEvery = 5 * time.Second
 
 func openStore(ctx context.Context, c *serveConfig) (buildlog.Store, error) {
 	switch {

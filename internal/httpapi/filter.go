@@ -87,9 +87,10 @@ func (f *filter) active() bool { return f.minLevel > 0 || f.kinds != nil || f.ph
 
 // keep reports whether the entry at off in c passes. The terminal entry
 // always passes, so that a filtered stream still ends and a filtered page
-// still reaches done.
+// still reaches done, and so does an omission notice, so that no reader
+// takes a gap in the offsets for entries that did not match.
 func (f *filter) keep(c buildlog.Chunk, off uint64, line []byte) bool {
-	if !f.active() || (c.Terminal && off == c.End()-1) {
+	if !f.active() || c.Notice || (c.Terminal && off == c.End()-1) {
 		return true
 	}
 	kind, level, phase, ok := scanLine(line)

@@ -36,6 +36,7 @@ type Metrics struct {
 	webhookDeliveries *prometheus.CounterVec
 	webhookPending    prometheus.Gauge
 	webhookOldest     prometheus.Gauge
+	logOmitted        prometheus.Counter
 }
 
 // New returns a fresh set of instruments on their own registry, with the
@@ -94,6 +95,10 @@ func New() *Metrics {
 		Name: "buildlog_revoked_streams_total",
 		Help: "Open streams ended because their key was revoked.",
 	})
+	m.logOmitted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "buildlog_log_omitted_bytes_total",
+		Help: "Bytes of canonical entry lines the per-build size cap (--max-log-bytes) dropped.",
+	})
 	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "buildlog_webhook_deliveries_total",
 		Help: "Webhook delivery attempts this server made, by result: delivered (2xx), retrying (failed, another attempt is due), given_up (failed, past --webhook-max-age).",
@@ -108,7 +113,7 @@ func New() *Metrics {
 	})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.appends, m.appendedEntries, m.appendedBytes,
 		m.appendDuration, m.openStreams, m.followerLag, m.storeErrors, m.authFailures, m.rejected,
-		m.revokedStreams, m.webhookDeliveries, m.webhookPending, m.webhookOldest,
+		m.revokedStreams, m.webhookDeliveries, m.webhookPending, m.webhookOldest, m.logOmitted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The series a dashboard expects exist from the start, at zero.
 	for _, d := range []string{"a", "b"} {
@@ -215,3 +220,6 @@ func (m *Metrics) WebhookQueue(pending int, oldest time.Duration) {
 	m.webhookPending.Set(float64(pending))
 	m.webhookOldest.Set(oldest.Seconds())
 }
+
+// LogOmitted counts bytes the size cap dropped.
+func (m *Metrics) LogOmitted(bytes int64) { m.logOmitted.Add(float64(bytes)) }

@@ -13,12 +13,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"buildlog"
+	"buildlog/internal/segment"
 )
 
 // buildColumns is the order scanBuild reads.
 const buildColumns = `id, template_id, team, namespace, name, version, total_steps, max_attempts,
 	metadata, status, created_at, started_at, finished_at, updated_at, next_offset, result,
-	last_phase, last_activity, secrets`
+	last_phase, last_activity, secrets, kept_bytes, omitted_from, omitted_to, omitted_entries,
+	omitted_bytes, omitted_ts`
 
 func scanBuild(row pgx.Row) (*buildlog.Build, error) {
 	var (
@@ -27,12 +29,19 @@ func scanBuild(row pgx.Row) (*buildlog.Build, error) {
 		started, finished     *time.Time
 		created, updated, act time.Time
 		next                  int64
+		kept, omE, omB        int64
+		omFrom, omTo          *int64
+		omTS                  string
 	)
 	err := row.Scan(&b.ID, &b.TemplateID, &b.Team, &b.Namespace, &b.Name, &b.Version,
 		&b.TotalSteps, &b.MaxAttempts, &metadata, &b.Status, &created, &started, &finished,
-		&updated, &next, &result, &b.LastPhase, &act, &b.Secrets)
+		&updated, &next, &result, &b.LastPhase, &act, &b.Secrets, &kept, &omFrom, &omTo, &omE, &omB, &omTS)
 	if err != nil {
 		return nil, err
+	}
+	b.KeptBytes = uint64(kept)
+	if omFrom != nil && omTo != nil {
+		b.Omitted = &buildlog.Omitted{From: uint64(*omFrom), To: uint64(*omTo), Entries: uint64(omE), Bytes: uint64(omB), Timestamp: omTS}
 	}
 	if len(metadata) > 0 {
 		b.Metadata = json.RawMessage(metadata)
@@ -94,11 +103,22 @@ func insertBuild(ctx context.Context, db execer, b *buildlog.Build) error {
 	if secrets == nil {
 		secrets = []string{}
 	}
+	var (
+		omFrom, omTo *int64
+		omE, omB     int64
+		omTS         string
+	)
+	if o := b.Omitted; o != nil {
+		f, t := int64(o.From), int64(o.To)
+		omFrom, omTo, omE, omB, omTS = &f, &t, int64(o.Entries), int64(o.Bytes), o.Timestamp
+	}
 	_, err := db.Exec(ctx, `INSERT INTO builds (`+buildColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+			$20, $21, $22, $23, $24, $25)`,
 		b.ID, b.TemplateID, b.Team, b.Namespace, b.Name, b.Version, b.TotalSteps, b.MaxAttempts,
 		nullBytes(b.Metadata), string(b.Status), b.CreatedAt, b.StartedAt, b.FinishedAt, updated,
-		int64(b.NextOffset), nullBytes(b.Result), b.LastPhase, activity, secrets)
+		int64(b.NextOffset), nullBytes(b.Result), b.LastPhase, activity, secrets,
+		int64(b.KeptBytes), omFrom, omTo, omE, omB, omTS)
 	if isUniqueViolation(err) {
 		return buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID)
 	}
@@ -234,25 +254,33 @@ func wrap(op string, err error) error {
 }
 
 // readChunks returns the chunks from the one holding offset $2 on, while
-// the bytes before each are under $3: the chunk that crosses the budget is
-// the last. octet_length of a TOASTed bytea reads the stored length without
-// fetching the value, so data is fetched only for the rows returned. A read
-// looks at no more than buildlog.MaxReadChunks chunks, so that paging through a long log in
-// small pages costs each page the same; callers page on anyway.
-var readChunks = `SELECT first_offset, count, terminal, data FROM (
-	SELECT first_offset, count, terminal, data,
-		sum(octet_length(data)) OVER (ORDER BY first_offset) - octet_length(data) AS before
+// the (uncompressed) bytes before each are under $3: the chunk that
+// crosses the budget is the last, with the build's dropped range on every
+// row, read in the same statement and so the same snapshot as the chunks.
+// octet_length of a TOASTed bytea reads the stored length without fetching
+// the value, so data is fetched only for the rows returned. A read looks
+// at no more than buildlog.MaxReadChunks chunks, so that paging through a
+// long log in small pages costs each page the same; callers page on
+// anyway.
+var readChunks = `SELECT first_offset, count, terminal, codec, size, data,
+		b.template_id, b.omitted_from, b.omitted_to, b.omitted_entries, b.omitted_bytes, b.omitted_ts
 	FROM (
-		SELECT first_offset, count, terminal, data FROM chunks
+	SELECT first_offset, count, terminal, codec, size, data,
+		sum(coalesce(size, octet_length(data))) OVER (ORDER BY first_offset) - coalesce(size, octet_length(data)) AS before
+	FROM (
+		SELECT first_offset, count, terminal, codec, size, data FROM chunks
 		WHERE build_id = $1 AND first_offset + count > $2
 			AND first_offset >= COALESCE(
 				(SELECT max(first_offset) FROM chunks WHERE build_id = $1 AND first_offset <= $2), 0)
 		ORDER BY first_offset LIMIT ` + strconv.Itoa(buildlog.MaxReadChunks) + `
 	) page
-) c WHERE before < $3 ORDER BY first_offset`
+) c CROSS JOIN (SELECT template_id, omitted_from, omitted_to, omitted_entries, omitted_bytes, omitted_ts
+	FROM builds WHERE id = $1) b
+WHERE before < $3 ORDER BY first_offset`
 
-// ReadLog returns stored chunks from the one holding offset from on; see
-// buildlog.Store. An unknown build has no chunks.
+// ReadLog returns stored chunks from the one holding offset from on, with
+// segments decompressed and an omission notice where the size cap dropped
+// entries; see buildlog.Store. An unknown build has no chunks.
 func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxBytes int) ([]buildlog.Chunk, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -262,16 +290,36 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 	}
 	defer rows.Close()
 	var out []buildlog.Chunk
+	expect := from
 	for rows.Next() {
 		var (
-			c     buildlog.Chunk
-			first int64
+			c                 buildlog.Chunk
+			first             int64
+			codec             int16
+			size              *int32
+			data              []byte
+			templateID, omTS  string
+			omFrom, omTo      *int64
+			omEntries, omByte int64
 		)
-		if err := rows.Scan(&first, &c.Count, &c.Terminal, &c.Data); err != nil {
+		if err := rows.Scan(&first, &c.Count, &c.Terminal, &codec, &size, &data,
+			&templateID, &omFrom, &omTo, &omEntries, &omByte, &omTS); err != nil {
 			return nil, fmt.Errorf("postgres: read log: %w", err)
 		}
 		c.First = uint64(first)
+		if c.First > expect && omFrom != nil && omTo != nil && c.First == uint64(*omTo)+1 {
+			o := buildlog.Omitted{From: uint64(*omFrom), To: uint64(*omTo), Entries: uint64(omEntries), Bytes: uint64(omByte), Timestamp: omTS}
+			out = append(out, o.Notice(buildID, templateID, expect, s.logCap.MaxBytes))
+		}
+		n := 0
+		if size != nil {
+			n = int(*size)
+		}
+		if c.Data, err = segment.Decode(int(codec), data, n); err != nil {
+			return nil, fmt.Errorf("postgres: read log: %w", err)
+		}
 		out = append(out, c)
+		expect = c.End()
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: read log: %w", err)

@@ -25,6 +25,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/segment"
 )
 
 var (
@@ -76,6 +77,20 @@ type Store struct {
 	q      *group.Queue[*op]
 	bg     context.Context
 	bgStop context.CancelFunc
+
+	// logCap is the size cap this server's writer enforces and onOmit
+	// hears of what it drops (SetLogCap); compactor is the background
+	// compaction (StartCompactor), stopped by Close before the writer.
+	logCap    buildlog.LogCap
+	onOmit    func(bytes int64)
+	compactor segment.Background
+}
+
+// SetLogCap sets the per-build size cap (a zero MaxBytes is none) and a
+// function told of the bytes each commit drops. Call it before the store
+// is used; every server sharing a database should be given the same cap.
+func (s *Store) SetLogCap(c buildlog.LogCap, onOmit func(bytes int64)) {
+	s.logCap, s.onOmit = c, onOmit
 }
 
 // Open connects to the database dsn names (a postgres:// URL or key=value
@@ -111,6 +126,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.compactor.Stop()
 		s.q.Close()
 		s.bgStop()
 		close(s.closed)

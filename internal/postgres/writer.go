@@ -10,6 +10,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/segment"
 )
 
 // op is one write for this server's group-commit writer: an append
@@ -44,7 +45,9 @@ type groupState struct {
 	// events are the webhook events of the group's status changes, in
 	// the order they happened (the outbox: recorded in the transaction
 	// that makes the change).
-	events []event
+	events   []event
+	finished bool  // a finish committed: the compactor has work
+	omitted  int64 // bytes the size cap dropped
 }
 
 type chunkKey struct {
@@ -184,6 +187,19 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 			SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bool[], $5::bytea[], $6::bytea[])`,
 			bids, firsts, counts, terms, hashes, datas)
 	}
+	if over := s.overCap(g, ids); len(over) > 0 {
+		// The cap needs the stored chunks, this group's among them: a
+		// round trip more, for builds past their cap only.
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		b = &pgx.Batch{}
+		for _, id := range over {
+			if err := s.drop(ctx, conn.Conn(), g, id); err != nil {
+				return err
+			}
+		}
+	}
 	if len(g.changed) > 0 {
 		var (
 			uids, statuses, phases []string
@@ -191,6 +207,7 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 			started, finished      []*time.Time
 			updated, active        []time.Time
 			results                [][]byte
+			kept                   []int64
 		)
 		for _, id := range ids {
 			if !g.changed[id] {
@@ -200,15 +217,16 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 			uids, statuses, phases = append(uids, id), append(statuses, string(bd.Status)), append(phases, bd.LastPhase)
 			nexts, started, finished = append(nexts, int64(bd.NextOffset)), append(started, bd.StartedAt), append(finished, bd.FinishedAt)
 			updated, active, results = append(updated, bd.UpdatedAt), append(active, bd.LastActivity), append(results, nullBytes(bd.Result))
+			kept = append(kept, int64(bd.KeptBytes))
 		}
 		b.Queue(`UPDATE builds SET next_offset = u.next, status = u.status, started_at = u.started,
 				finished_at = u.finished, result = u.result, updated_at = u.updated,
-				last_activity = u.active, last_phase = u.phase
+				last_activity = u.active, last_phase = u.phase, kept_bytes = u.kept
 			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-				$6::bytea[], $7::timestamptz[], $8::timestamptz[], $9::text[])
-				AS u(id, next, status, started, finished, result, updated, active, phase)
+				$6::bytea[], $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bigint[])
+				AS u(id, next, status, started, finished, result, updated, active, phase, kept)
 			WHERE builds.id = u.id`,
-			uids, nexts, statuses, started, finished, results, updated, active, phases)
+			uids, nexts, statuses, started, finished, results, updated, active, phases, kept)
 		// Queued in the transaction, so other servers hear of the chunks
 		// only once they are committed, and never of ones rolled back.
 		b.Queue(`SELECT pg_notify('`+commitChannel+`', id) FROM unnest($1::text[]) AS id`, uids)
@@ -221,6 +239,134 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 		return err
 	}
 	inTx = false
+	if g.omitted > 0 && s.onOmit != nil {
+		s.onOmit(g.omitted)
+	}
+	if g.finished {
+		s.compactor.Kick()
+	}
+	return nil
+}
+
+// overCap returns the builds the group took past the size cap.
+func (s *Store) overCap(g *groupState, ids []string) []string {
+	max := s.logCap.MaxBytes
+	if max <= 0 {
+		return nil
+	}
+	var over []string
+	for _, id := range ids {
+		if bd := g.builds[id]; g.changed[id] && bd != nil && !bd.Status.Terminal() && int64(bd.KeptBytes) > max {
+			over = append(over, id)
+		}
+	}
+	return over
+}
+
+// drop enforces the size cap on a build the group took past it, in the
+// group's transaction with the build's row locked: it deletes the oldest
+// chunks after the head (whole chunks, never the newest) until the log is
+// back under the cap and grows the dropped range over them. Their batch
+// hashes go too, so a retry of a dropped batch is answered conflict with
+// the next offset (see docs/API.md).
+func (s *Store) drop(ctx context.Context, conn *pgx.Conn, g *groupState, id string) error {
+	bd := g.builds[id]
+	limit := s.logCap
+	start := int64(0)
+	if bd.Omitted != nil {
+		start = int64(bd.Omitted.To) + 1
+	} else {
+		rows, err := conn.Query(ctx, `SELECT first_offset, count, coalesce(size, octet_length(data)) FROM chunks
+			WHERE build_id = $1 ORDER BY first_offset`, id)
+		if err != nil {
+			return err
+		}
+		var held int64
+		for rows.Next() && held < limit.HeadBytes {
+			var first, size int64
+			var count int32
+			if err := rows.Scan(&first, &count, &size); err != nil {
+				rows.Close()
+				return err
+			}
+			held, start = held+size, first+int64(count)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	type piece struct {
+		first, size int64
+		count       int32
+		codec       int16
+	}
+	rows, err := conn.Query(ctx, `SELECT first_offset, count, coalesce(size, octet_length(data)), codec FROM chunks
+		WHERE build_id = $1 AND first_offset >= $2 ORDER BY first_offset LIMIT 1024`, id, start)
+	if err != nil {
+		return err
+	}
+	var pieces []piece
+	for rows.Next() {
+		var p piece
+		if err := rows.Scan(&p.first, &p.count, &p.size, &p.codec); err != nil {
+			rows.Close()
+			return err
+		}
+		pieces = append(pieces, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	excess := int64(bd.KeptBytes) - limit.MaxBytes
+	var bytes, entries int64
+	var dropped []piece
+	for i, p := range pieces {
+		if i == len(pieces)-1 || bytes >= excess || p.first != start+entries {
+			break
+		}
+		dropped = append(dropped, p)
+		bytes, entries = bytes+p.size, entries+int64(p.count)
+	}
+	if len(dropped) == 0 {
+		return nil
+	}
+	last := dropped[len(dropped)-1]
+	end := last.first + int64(last.count)
+	var (
+		data []byte
+		size *int32
+	)
+	if err := conn.QueryRow(ctx, `SELECT data, size FROM chunks WHERE build_id = $1 AND first_offset = $2`,
+		id, last.first).Scan(&data, &size); err != nil {
+		return err
+	}
+	n := 0
+	if size != nil {
+		n = int(*size)
+	}
+	lines, err := segment.Decode(int(last.codec), data, n)
+	if err != nil {
+		return err
+	}
+	o := buildlog.Omitted{From: uint64(start), Timestamp: buildlog.LastTimestamp(lines)}
+	if bd.Omitted != nil {
+		o = *bd.Omitted
+		o.Timestamp = buildlog.LastTimestamp(lines)
+	}
+	o.To, o.Entries, o.Bytes = uint64(end-1), o.Entries+uint64(entries), o.Bytes+uint64(bytes)
+	b := &pgx.Batch{}
+	b.Queue(`DELETE FROM chunks WHERE build_id = $1 AND first_offset >= $2 AND first_offset < $3`, id, start, end)
+	b.Queue(`DELETE FROM batch_hashes WHERE build_id = $1 AND first_offset >= $2 AND first_offset < $3`, id, start, end)
+	b.Queue(`UPDATE builds SET omitted_from = $2, omitted_to = $3, omitted_entries = $4, omitted_bytes = $5, omitted_ts = $6
+		WHERE id = $1`, id, int64(o.From), int64(o.To), int64(o.Entries), int64(o.Bytes), o.Timestamp)
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	bd.Omitted = &o
+	bd.KeptBytes -= uint64(bytes)
+	g.omitted += bytes
 	return nil
 }
 
@@ -294,6 +440,7 @@ func (g *groupState) append(o *op) error {
 	}
 	bd.NextOffset += uint64(b.Len())
 	bd.EntryCount = bd.NextOffset
+	bd.KeptBytes += uint64(len(data))
 	g.changed[o.buildID] = true
 	if started {
 		if err := g.event(bd, buildlog.EventBuildStarted, now); err != nil {
@@ -362,10 +509,12 @@ func (g *groupState) finish(o *op) error {
 	}
 	bd.NextOffset++
 	bd.EntryCount = bd.NextOffset
+	bd.KeptBytes += uint64(len(data))
 	g.changed[o.buildID] = true
 	if err := g.event(bd, buildlog.EventBuildFinished, now); err != nil {
 		return err
 	}
+	g.finished = true
 	out := *bd
 	o.build = &out
 	return nil
@@ -382,9 +531,14 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 	for _, r := range retries {
 		bids, firsts = append(bids, r.Op.buildID), append(firsts, int64(*r.Op.batch.FirstOffset))
 	}
+	// A batch's hash is on its chunk until compaction merges the chunk
+	// into a segment (whose hash is NULL), then in batch_hashes.
 	rows, err := conn.Query(ctx, `SELECT c.build_id, c.first_offset, c.count, c.hash FROM chunks c
 		JOIN unnest($1::text[], $2::bigint[]) AS r(build_id, first_offset)
-		ON c.build_id = r.build_id AND c.first_offset = r.first_offset`, bids, firsts)
+		ON c.build_id = r.build_id AND c.first_offset = r.first_offset WHERE c.hash IS NOT NULL
+		UNION ALL SELECT h.build_id, h.first_offset, h.count, h.hash FROM batch_hashes h
+		JOIN unnest($1::text[], $2::bigint[]) AS r(build_id, first_offset)
+		ON h.build_id = r.build_id AND h.first_offset = r.first_offset`, bids, firsts)
 	if err != nil {
 		return err
 	}

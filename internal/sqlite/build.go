@@ -14,7 +14,8 @@ import (
 // buildCols is the column list scanBuild reads, in its order.
 const buildCols = `id, template_id, team, namespace, name, version, total_steps, max_attempts,
 	metadata, status, created_at, started_at, finished_at, updated_at, next_offset, entry_count,
-	result, last_phase, last_activity, secrets`
+	result, last_phase, last_activity, secrets, kept_bytes, omitted_from, omitted_to, omitted_entries,
+	omitted_bytes, omitted_ts`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -29,12 +30,20 @@ func scanBuild(row scanner) (*buildlog.Build, error) {
 		secrets                      sql.NullString
 		metadata, result             []byte
 		namespace, name, version, ph string
+		kept, omEntries, omBytes     int64
+		omFrom, omTo                 sql.NullInt64
+		omTS                         string
 	)
 	err := row.Scan(&b.ID, &b.TemplateID, &b.Team, &namespace, &name, &version, &totalSteps, &maxAttempts,
 		&metadata, &status, &created, &started, &finished, &updated, &next, &count,
-		&result, &ph, &activity, &secrets)
+		&result, &ph, &activity, &secrets, &kept, &omFrom, &omTo, &omEntries, &omBytes, &omTS)
 	if err != nil {
 		return nil, err
+	}
+	b.KeptBytes = uint64(kept)
+	if omFrom.Valid && omTo.Valid {
+		b.Omitted = &buildlog.Omitted{From: uint64(omFrom.Int64), To: uint64(omTo.Int64),
+			Entries: uint64(omEntries), Bytes: uint64(omBytes), Timestamp: omTS}
 	}
 	b.Namespace, b.Name, b.Version, b.LastPhase = namespace, name, version, ph
 	if totalSteps.Valid {
@@ -78,17 +87,25 @@ func (s *Store) CreateBuild(ctx context.Context, b *buildlog.Build) error {
 		}
 		secrets = string(j)
 	}
+	var (
+		omFrom, omTo       any
+		omEntries, omBytes int64
+		omTS               string
+	)
+	if o := b.Omitted; o != nil {
+		omFrom, omTo, omEntries, omBytes, omTS = int64(o.From), int64(o.To), int64(o.Entries), int64(o.Bytes), o.Timestamp
+	}
 	status := b.Status
 	if status == "" {
 		status = buildlog.StatusQueued
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO builds (`+buildCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		b.ID, b.TemplateID, b.Team, b.Namespace, b.Name, b.Version, nullInt(b.TotalSteps), nullInt(b.MaxAttempts),
 		nullBytes(b.Metadata), string(status), nanos(b.CreatedAt), nullNanos(b.StartedAt), nullNanos(b.FinishedAt),
 		nanos(b.UpdatedAt), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), b.LastPhase,
-		nanos(b.LastActivity), secrets)
+		nanos(b.LastActivity), secrets, int64(b.KeptBytes), omFrom, omTo, omEntries, omBytes, omTS)
 	if err != nil {
 		return wrap("create build", err)
 	}

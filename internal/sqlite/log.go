@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"math"
 	"time"
 	"unsafe"
 
 	"buildlog"
+	"buildlog/internal/segment"
 )
 
 // Append stores b at the build's next offset through the group-commit
@@ -39,7 +41,9 @@ func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, 
 
 // ReadLog returns whole stored chunks in offset order, the first being the
 // one holding from; it stops once maxBytes were read (after at least one).
-// An unknown build has no chunks, like an empty one.
+// Segments are decompressed; where the size cap dropped entries it returns
+// the omission notice in their place. An unknown build has no chunks, like
+// an empty one.
 func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxBytes int) ([]buildlog.Chunk, error) {
 	if from > math.MaxInt64 {
 		return nil, nil
@@ -50,13 +54,16 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 	}
 	defer rows.Close()
 	var (
-		out  []buildlog.Chunk
-		read int
+		out    []buildlog.Chunk
+		read   int
+		expect = from // the next offset a reader is owed
 	)
 	for rows.Next() {
 		var (
-			first, n, terminal int64
-			data               string
+			first, n, terminal, codec, size int64
+			data, templateID, omTS          string
+			omFrom, omTo                    sql.NullInt64
+			omEntries, omBytes              int64
 		)
 		// The chunk outlives Next, so data cannot be sql.RawBytes (the
 		// driver's memory, valid only until Next), and scanning into
@@ -66,15 +73,25 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 		// database/sql passes on uncopied and which is the caller's to
 		// keep. Chunk data is read-only to everyone (readers share chunks),
 		// so viewing the string's bytes as a []byte is safe.
-		if err := rows.Scan(&first, &n, &terminal, &data); err != nil {
+		if err := rows.Scan(&first, &n, &terminal, &codec, &size, &data,
+			&templateID, &omFrom, &omTo, &omEntries, &omBytes, &omTS); err != nil {
 			return nil, wrap("read log", err)
 		}
-		c := buildlog.Chunk{First: uint64(first), Count: int(n), Terminal: terminal != 0,
-			Data: unsafe.Slice(unsafe.StringData(data), len(data))}
+		c := buildlog.Chunk{First: uint64(first), Count: int(n), Terminal: terminal != 0}
 		if c.End() <= from {
 			continue
 		}
+		if c.First > expect && omFrom.Valid && omTo.Valid && c.First == uint64(omTo.Int64)+1 {
+			o := buildlog.Omitted{From: uint64(omFrom.Int64), To: uint64(omTo.Int64),
+				Entries: uint64(omEntries), Bytes: uint64(omBytes), Timestamp: omTS}
+			out = append(out, o.Notice(buildID, templateID, expect, s.logCap.MaxBytes))
+		}
+		raw := unsafe.Slice(unsafe.StringData(data), len(data))
+		if c.Data, err = segment.Decode(int(codec), raw, int(size)); err != nil {
+			return nil, wrap("read log", err)
+		}
 		out = append(out, c)
+		expect = c.End()
 		if read += len(c.Data); read >= maxBytes || len(out) >= buildlog.MaxReadChunks {
 			break
 		}

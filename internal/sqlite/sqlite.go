@@ -26,6 +26,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/segment"
 )
 
 // FileName is the database file Open keeps in its directory.
@@ -76,6 +77,20 @@ type Store struct {
 	q      *group.Queue[*op]
 	bg     context.Context
 	bgStop context.CancelFunc
+
+	// logCap is the size cap the writer enforces and onOmit hears of
+	// what it drops (SetLogCap); compactor is the background compaction
+	// (StartCompactor), stopped by Close before the writer.
+	logCap    buildlog.LogCap
+	onOmit    func(bytes int64)
+	compactor segment.Background
+}
+
+// SetLogCap sets the per-build size cap (a zero MaxBytes is none) and a
+// function told of the bytes each commit drops. Call it before the store
+// is used.
+func (s *Store) SetLogCap(c buildlog.LogCap, onOmit func(bytes int64)) {
+	s.logCap, s.onOmit = c, onOmit
 }
 
 var _ buildlog.Store = (*Store)(nil)
@@ -208,7 +223,7 @@ func insertChunks(n int) string {
 // queued builds start, assigning status and started_at; activity: the
 // recorded activity is older than buildlog.ActivityGranularity, assigning
 // last_activity; neither: only the row itself). Each row of values is: id,
-// now, next offset, entries added, last phase or "", start time.
+// now, next offset, entries added, last phase or "", start time, kept bytes.
 func updateBuilds(start, activity bool, n int) string {
 	var set []string
 	if start {
@@ -220,9 +235,9 @@ func updateBuilds(start, activity bool, n int) string {
 	if activity {
 		set = append(set, `last_activity = u.column2`)
 	}
-	set = append(set, `updated_at = u.column2`)
+	set = append(set, `updated_at = u.column2`, `kept_bytes = u.column7`)
 	return `UPDATE builds SET ` + strings.Join(set, ", ") + ` FROM (VALUES ` +
-		strings.Repeat("(?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?)) AS u WHERE builds.id = u.column1`
+		strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?)) AS u WHERE builds.id = u.column1`
 }
 
 // stmt returns the writer's prepared statement for text, one of those
@@ -235,18 +250,27 @@ func (s *Store) prepare(ctx context.Context) error {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity, created_at FROM builds WHERE id = ?`},
+		{s.w, &s.appendBuild, `SELECT template_id, status, next_offset, last_activity, created_at,
+			kept_bytes, omitted_from, omitted_to FROM builds WHERE id = ?`},
 		{s.w, &s.keyExists, `SELECT 1 FROM keys WHERE id = ?`},
 		{s.w, &s.buildW, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},
-		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ? AND first_offset = ?`},
+		// A batch's hash is on its chunk until compaction merges the
+		// chunk into a segment (whose hash is NULL), then in batch_hashes.
+		{s.w, &s.chunkAt, `SELECT count, hash FROM chunks WHERE build_id = ?1 AND first_offset = ?2 AND hash IS NOT NULL
+			UNION ALL SELECT count, hash FROM batch_hashes WHERE build_id = ?1 AND first_offset = ?2`},
 		// The subquery seeks, on (build_id, first_offset), the last chunk
 		// starting at or before the offset; chunks are dense, so it holds
 		// the offset unless that is at or past the end. data is read as
 		// TEXT, which arrives as a string ReadLog may keep (see there).
-		{s.r, &s.readLog, `SELECT first_offset, count, terminal, CAST(data AS TEXT) FROM chunks
-			WHERE build_id = ?1 AND first_offset >= coalesce(
+		// The build's row comes with every chunk, read in the same
+		// statement and so the same snapshot: a read never sees a gap the
+		// size cap made without the range that explains it.
+		{s.r, &s.readLog, `SELECT c.first_offset, c.count, c.terminal, c.codec, coalesce(c.size, 0), CAST(c.data AS TEXT),
+				b.template_id, b.omitted_from, b.omitted_to, b.omitted_entries, b.omitted_bytes, b.omitted_ts
+			FROM builds b, chunks c
+			WHERE b.id = ?1 AND c.build_id = ?1 AND c.first_offset >= coalesce(
 				(SELECT max(first_offset) FROM chunks WHERE build_id = ?1 AND first_offset <= ?2), 0)
-			ORDER BY first_offset`},
+			ORDER BY c.first_offset`},
 		{s.r, &s.build, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},
 	} {
 		stmt, err := p.db.PrepareContext(ctx, p.sql)
@@ -307,6 +331,7 @@ func dsn(path string, readOnly bool) string {
 // Close closes both pools; the last close checkpoints the WAL.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.compactor.Stop()
 		if s.q != nil {
 			s.q.Close()
 			s.bgStop()

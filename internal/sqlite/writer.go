@@ -9,6 +9,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/segment"
 )
 
 // op is one write for the group-commit writer: an append (batch), a finish
@@ -19,6 +20,9 @@ type op struct {
 	batch   *buildlog.Batch
 	fin     *buildlog.Finish
 	bulk    func(ctx context.Context, tx *sql.Tx) error
+	// compact marks a bulk change that rewrites chunks only (compaction),
+	// leaving every build row as the writer remembers it.
+	compact bool
 
 	res   buildlog.AppendResult
 	build *buildlog.Build
@@ -41,6 +45,9 @@ type buildState struct {
 	now, startedAt  int64 // the newest append's time; the first's, for started_at
 	lastPhase       string
 	dirty           bool
+
+	kept         int64         // kept_bytes, as the group has moved it
+	omFrom, omTo sql.NullInt64 // the range the size cap dropped, if any
 }
 
 // groupTx is one group's transaction and what it has learnt so far.
@@ -55,6 +62,9 @@ type groupTx struct {
 	// the same group is recognised.
 	rows     []chunkRow
 	inserted map[chunkKey]int
+	// omitted counts the bytes the size cap dropped, reported once the
+	// group commits.
+	omitted int64
 }
 
 type chunkKey struct {
@@ -83,7 +93,7 @@ const maxCachedStates = 1 << 16
 func (s *Store) commit(reqs []*request) {
 	ctx := s.bg
 	if len(reqs) == 1 && reqs[0].Op.bulk != nil {
-		reqs[0].Err = s.runBulk(ctx, reqs[0].Op.bulk)
+		reqs[0].Err = s.runBulk(ctx, reqs[0].Op.bulk, !reqs[0].Op.compact)
 		return
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -119,6 +129,15 @@ func (s *Store) commit(reqs []*request) {
 		s.rollback(tx, reqs, err)
 		return
 	}
+	if g.omitted > 0 && s.onOmit != nil {
+		s.onOmit(g.omitted)
+	}
+	for _, r := range reqs {
+		if r.Op.fin != nil && r.Err == nil {
+			s.compactor.Kick() // a finished build is due
+			break
+		}
+	}
 	s.kick()
 }
 
@@ -141,9 +160,11 @@ func failAll(reqs []*request, err error) {
 	}
 }
 
-func (s *Store) runBulk(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+func (s *Store) runBulk(ctx context.Context, fn func(context.Context, *sql.Tx) error, forget bool) error {
 	// A bulk change (retention) may delete or rewrite any row.
-	s.states = map[string]*buildState{}
+	if forget {
+		s.states = map[string]*buildState{}
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -175,7 +196,7 @@ func (g *groupTx) state(id string) (*buildState, error) {
 		status string
 	)
 	err := g.tx.StmtContext(g.ctx, g.s.appendBuild).QueryRowContext(g.ctx, id).
-		Scan(&st.templateID, &status, &st.next, &st.recorded, &st.created)
+		Scan(&st.templateID, &status, &st.next, &st.recorded, &st.created, &st.kept, &st.omFrom, &st.omTo)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -241,6 +262,7 @@ func (g *groupTx) append(o *op) error {
 		st.activity, st.recorded = true, now
 	}
 	first := st.next
+	st.kept += int64(len(data))
 	st.next += int64(b.Len())
 	st.added += int64(b.Len())
 	st.now = now
@@ -285,6 +307,15 @@ func (g *groupTx) write() error {
 		}
 		rows = rows[n:]
 	}
+	if max := g.s.logCap.MaxBytes; max > 0 {
+		for id, st := range g.builds {
+			if st != nil && st.dirty && st.kept > max {
+				if err := g.drop(id, st); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	var byCase [2][2][]string
 	for id, st := range g.builds {
 		if st != nil && st.dirty {
@@ -324,10 +355,10 @@ func (g *groupTx) update(start, activity bool, ids []string) error {
 	for len(ids) > 0 {
 		n := rowCount(len(ids))
 		stmt := g.s.stmt(updateBuilds(start, activity, n))
-		args := make([]any, 0, 6*n)
+		args := make([]any, 0, 7*n)
 		for _, id := range ids[:n] {
 			st := g.builds[id]
-			args = append(args, id, st.now, st.next, st.added, st.lastPhase, st.startedAt)
+			args = append(args, id, st.now, st.next, st.added, st.lastPhase, st.startedAt, st.kept)
 			st.added, st.start, st.activity, st.lastPhase, st.dirty = 0, false, false, "", false
 		}
 		if _, err := g.tx.StmtContext(g.ctx, stmt).ExecContext(g.ctx, args...); err != nil {
@@ -418,10 +449,12 @@ func (g *groupTx) finish(o *op) error {
 	t := o.now.UTC()
 	b.Status, b.FinishedAt, b.UpdatedAt, b.LastActivity = f.Status, &t, t, t
 	b.NextOffset, b.EntryCount = chunk.End(), b.EntryCount+1
+	b.KeptBytes += uint64(len(chunk.Data))
 	b.Result = f.Result
 	if _, err := g.tx.ExecContext(g.ctx, `UPDATE builds SET status = ?, finished_at = ?, updated_at = ?, last_activity = ?,
-			next_offset = ?, entry_count = ?, result = ? WHERE id = ?`,
-		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), o.buildID); err != nil {
+			next_offset = ?, entry_count = ?, result = ?, kept_bytes = ? WHERE id = ?`,
+		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result),
+		int64(b.KeptBytes), o.buildID); err != nil {
 		return err
 	}
 	if err := insertEvents(g.ctx, g.tx, o.buildID, buildlog.EventBuildFinished, o.now); err != nil {
@@ -439,3 +472,103 @@ func (g *groupTx) finish(o *op) error {
 // GroupStats reports how many groups the writer committed and how many
 // requests they held.
 func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }
+
+// drop enforces the size cap on a build the group took past it: it
+// deletes the oldest stored chunks after the head (whole chunks, never the
+// newest, which holds what was just appended) until the log is back under
+// the cap, and grows the build's dropped range over them. The hashes of
+// dropped batches go too: a retry of one is answered conflict with the
+// next offset (see docs/API.md). It runs in the group's transaction, after
+// the group's chunks were inserted.
+func (g *groupTx) drop(id string, st *buildState) error {
+	limit := g.s.logCap
+	start := int64(0)
+	if st.omTo.Valid {
+		start = st.omTo.Int64 + 1
+	} else {
+		// The head: chunks from offset 0 until they hold HeadBytes.
+		rows, err := g.tx.QueryContext(g.ctx, `SELECT first_offset, count, coalesce(size, length(data)) FROM chunks
+			WHERE build_id = ? ORDER BY first_offset`, id)
+		if err != nil {
+			return err
+		}
+		var held int64
+		for rows.Next() && held < limit.HeadBytes {
+			var first, count, size int64
+			if err := rows.Scan(&first, &count, &size); err != nil {
+				rows.Close()
+				return err
+			}
+			held, start = held+size, first+count
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	type piece struct{ first, count, size, codec int64 }
+	rows, err := g.tx.QueryContext(g.ctx, `SELECT first_offset, count, coalesce(size, length(data)), codec FROM chunks
+		WHERE build_id = ? AND first_offset >= ? ORDER BY first_offset LIMIT 1024`, id, start)
+	if err != nil {
+		return err
+	}
+	var pieces []piece
+	for rows.Next() {
+		var p piece
+		if err := rows.Scan(&p.first, &p.count, &p.size, &p.codec); err != nil {
+			rows.Close()
+			return err
+		}
+		pieces = append(pieces, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	// Only a run contiguous with the range (or the head) can join it.
+	var dropped []piece
+	excess, bytes, entries := st.kept-limit.MaxBytes, int64(0), int64(0)
+	for i, p := range pieces {
+		if i == len(pieces)-1 || bytes >= excess || p.first != start+entries {
+			break
+		}
+		dropped = append(dropped, p)
+		bytes, entries = bytes+p.size, entries+p.count
+	}
+	if len(dropped) == 0 {
+		return nil // all of it is head and the newest chunk
+	}
+	last := dropped[len(dropped)-1]
+	end := last.first + last.count
+	var data []byte
+	var size sql.NullInt64
+	if err := g.tx.QueryRowContext(g.ctx, `SELECT data, size FROM chunks WHERE build_id = ? AND first_offset = ?`,
+		id, last.first).Scan(&data, &size); err != nil {
+		return err
+	}
+	lines, err := segment.Decode(int(last.codec), data, int(size.Int64))
+	if err != nil {
+		return err
+	}
+	ts := buildlog.LastTimestamp(lines)
+	if _, err := g.tx.ExecContext(g.ctx, `DELETE FROM chunks WHERE build_id = ?1 AND first_offset >= ?2 AND first_offset < ?3`,
+		id, start, end); err != nil {
+		return err
+	}
+	if _, err := g.tx.ExecContext(g.ctx, `DELETE FROM batch_hashes WHERE build_id = ?1 AND first_offset >= ?2 AND first_offset < ?3`,
+		id, start, end); err != nil {
+		return err
+	}
+	if !st.omFrom.Valid {
+		st.omFrom = sql.NullInt64{Int64: start, Valid: true}
+	}
+	st.omTo = sql.NullInt64{Int64: end - 1, Valid: true}
+	st.kept -= bytes
+	if _, err := g.tx.ExecContext(g.ctx, `UPDATE builds SET omitted_from = ?, omitted_to = ?,
+			omitted_entries = omitted_entries + ?, omitted_bytes = omitted_bytes + ?, omitted_ts = ? WHERE id = ?`,
+		st.omFrom.Int64, st.omTo.Int64, entries, bytes, ts, id); err != nil {
+		return err
+	}
+	g.omitted += bytes
+	return nil
+}

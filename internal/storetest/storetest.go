@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) buildlog.Store) {
 		{"Ping", testPing},
 		{"CommitWatcher", testCommitWatcher},
 	}
+	tests = append(tests, storageTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,33 @@
+package segment
+
+import (
+	"bytes"
+	"testing"
+)
+
+// FuzzRoundTrip: whatever lines are compressed come back byte for byte.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add([]byte("{\"offset\":0,\"message\":\"hello\"}\n"))
+	f.Add([]byte(""))
+	f.Add(bytes.Repeat([]byte("Setting up libc6 (2.36-9) ...\n"), 5000))
+	f.Add([]byte("\x00\xff\u2028 ünï\n\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := Decode(Zstd, Compress(raw), len(raw))
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("round trip of %d bytes: %v, equal %v", len(raw), err, bytes.Equal(got, raw))
+		}
+	})
+}
+
+func TestPlan(t *testing.T) {
+	p := func(first uint64, count, size int) Piece { return Piece{First: first, Count: count, Size: size} }
+	pieces := []Piece{p(0, 1, 100), p(1, 1, 100), p(2, 1, 100), p(10, 1, 100), p(11, 1, 100), p(12, 1, 100)}
+	// A gap (the size cap's range) splits runs; a finished build plans all.
+	if got := Plan(pieces, 150, true, 0); len(got) != 4 || got[0] != (Run{0, 2}) || got[1] != (Run{2, 3}) || got[2] != (Run{3, 5}) {
+		t.Errorf("Plan(all) = %v", got)
+	}
+	// A running build keeps its newest bytes raw and plans full runs only.
+	if got := Plan(pieces, 150, false, 150); len(got) != 1 || got[0] != (Run{0, 2}) {
+		t.Errorf("Plan(running) = %v", got)
+	}
+}
