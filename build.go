@@ -3,6 +3,7 @@ package buildlog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strconv"
 	"time"
@@ -403,3 +404,64 @@ func ConflictAt(next uint64, format string, args ...any) error {
 
 // FormatOffset is strconv for offsets, for SSE ids.
 func FormatOffset(off uint64) string { return strconv.FormatUint(off, 10) }
+
+// The rules every store applies to an append and a finish, written once so
+// that the stores cannot drift in what they check or what they say.
+
+// ErrMaybeRetry is CheckAppend's answer for a batch that may be a retry of
+// one already stored: the store looks up what it stored at the batch's
+// first offset and answers with Replay.
+var ErrMaybeRetry = errors.New("buildlog: maybe a retry of a stored batch")
+
+// CheckAppend judges batch b for build id, whose status and next offset
+// are as the store has them locked, before anything is stored: nil when b
+// is to be stored at next; ErrMaybeRetry when b names an earlier first
+// offset and carries a hash (a retry after a lost reply, answered as the
+// first time even once the build has finished, since that batch did get
+// in); a conflict with next when b names another offset; a conflict when
+// the build is finished and its log sealed.
+func CheckAppend(id string, status Status, next uint64, b *Batch) error {
+	if fo := b.FirstOffset; fo != nil && *fo != next {
+		if *fo < next && len(b.Hash) > 0 {
+			return ErrMaybeRetry
+		}
+		return notNext(*fo, next)
+	}
+	if status.Terminal() {
+		return Errorf(EConflict, "build %s is %s; its log is sealed", id, status)
+	}
+	return nil
+}
+
+func notNext(first, next uint64) error {
+	return ConflictAt(next, "first_offset %d is not the build's next offset %d", first, next)
+}
+
+// Replay answers a batch CheckAppend found may be a retry, from what the
+// store holds at its first offset (stored false when nothing starts
+// there): as the first time when it is the same batch (count and hash),
+// else a conflict with next.
+func Replay(b *Batch, next uint64, stored bool, count int, hash []byte) (AppendResult, error) {
+	first := *b.FirstOffset
+	if stored && count == b.Len() && bytes.Equal(hash, b.Hash) {
+		return AppendResult{FirstOffset: first, NextOffset: first + uint64(count), Replayed: true}, nil
+	}
+	return AppendResult{}, notNext(first, next)
+}
+
+// CheckFinish judges finish f of build b, as the store has it locked:
+// done when b already has f's status (finishing again is a no-op); a
+// conflict when b has another terminal status, or when f comes from the
+// idle sweep (IdleBefore) and b was active since.
+func CheckFinish(b *Build, f *Finish) (done bool, err error) {
+	if b.Status.Terminal() {
+		if b.Status == f.Status {
+			return true, nil
+		}
+		return false, Errorf(EConflict, "build %s already finished as %s", b.ID, b.Status)
+	}
+	if !f.IdleBefore.IsZero() && !b.LastActivity.Before(f.IdleBefore) {
+		return false, Errorf(EConflict, "build %s was active at %s, not idle", b.ID, b.LastActivity.UTC().Format(time.RFC3339Nano))
+	}
+	return false, nil
+}

@@ -584,7 +584,14 @@ func (s *server) readToEnd(st *stream, path string, total int, reconnects *atomi
 		if next > 0 {
 			hdr = append(hdr, "Last-Event-ID", strconv.Itoa(next-1))
 		}
+		// A reconnect may itself meet a dropped connection (EOF before the
+		// answer, on a loaded machine); a client tries again, as this one
+		// does, a few times.
 		res, err := doGet(ctx, s.URL+path, hdr...)
+		for try := 0; err != nil && try < 5 && ctx.Err() == nil; try++ {
+			time.Sleep(100 * time.Millisecond)
+			res, err = doGet(ctx, s.URL+path, hdr...)
+		}
 		if err != nil {
 			cancel()
 			return err

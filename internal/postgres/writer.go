@@ -1,8 +1,8 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -406,22 +406,17 @@ func (g *groupState) append(o *op) error {
 		return buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
 	}
 	next := bd.NextOffset
-	if fo := b.FirstOffset; fo != nil && *fo != next {
-		if *fo < next && len(b.Hash) > 0 {
-			if c, ok := g.inserted[chunkKey{o.buildID, *fo}]; ok {
-				if c.count == b.Len() && bytes.Equal(c.hash, b.Hash) {
-					o.res = buildlog.AppendResult{FirstOffset: *fo, NextOffset: *fo + uint64(c.count), Replayed: true}
-					return nil
-				}
-			} else {
-				o.retry, o.next = true, next
-				return nil
-			}
+	switch err := buildlog.CheckAppend(o.buildID, bd.Status, next, b); {
+	case errors.Is(err, buildlog.ErrMaybeRetry):
+		// Earlier in this group, or stored before (answerRetries).
+		if c, ok := g.inserted[chunkKey{o.buildID, *b.FirstOffset}]; ok {
+			o.res, err = buildlog.Replay(b, next, true, c.count, c.hash)
+			return err
 		}
-		return buildlog.ConflictAt(next, "first_offset: %d is not the next offset %d", *fo, next)
-	}
-	if bd.Status.Terminal() {
-		return buildlog.Errorf(buildlog.EConflict, "build %s is finished (%s); its log is sealed", o.buildID, bd.Status)
+		o.retry, o.next = true, next
+		return nil
+	case err != nil:
+		return err
 	}
 	data := b.Encode(o.buildID, bd.TemplateID, next)
 	g.add(chunkRow{build: o.buildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
@@ -478,20 +473,15 @@ func (g *groupState) finish(o *op) error {
 	if bd == nil {
 		return notFound(o.buildID)
 	}
-	if bd.Status.Terminal() {
-		if bd.Status == f.Status {
-			out := *bd
-			o.build = &out
-			return nil
-		}
-		return buildlog.Errorf(buildlog.EConflict, "build %s already finished as %s", o.buildID, bd.Status)
-	}
 	// Checked under the lock: the sweep picked this build as idle before
 	// the group took it, and an append (on any server) may have come in
 	// between, or another server's sweep may have finished it.
-	if !f.IdleBefore.IsZero() && !bd.LastActivity.Before(f.IdleBefore) {
-		return buildlog.Errorf(buildlog.EConflict, "build %s was active at %s, not idle", o.buildID,
-			bd.LastActivity.Format(time.RFC3339Nano))
+	if done, err := buildlog.CheckFinish(bd, f); done || err != nil {
+		if done {
+			out := *bd
+			o.build = &out
+		}
+		return err
 	}
 	now := o.now.UTC().Truncate(time.Microsecond)
 	fin := *f
@@ -562,11 +552,7 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 		o := r.Op
 		fo := *o.batch.FirstOffset
 		c, ok := stored[chunkKey{o.buildID, fo}]
-		if ok && c.count == o.batch.Len() && bytes.Equal(c.hash, o.batch.Hash) {
-			o.res = buildlog.AppendResult{FirstOffset: fo, NextOffset: fo + uint64(c.count), Replayed: true}
-			continue
-		}
-		r.Err = buildlog.ConflictAt(o.next, "first_offset: %d is not the next offset %d", fo, o.next)
+		o.res, r.Err = buildlog.Replay(o.batch, o.next, ok, c.count, c.hash)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -244,11 +243,11 @@ func (g *groupTx) append(o *op) error {
 			return buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
 		}
 	}
-	if fo := b.FirstOffset; fo != nil && *fo != uint64(st.next) {
+	switch err := buildlog.CheckAppend(o.buildID, st.status, uint64(st.next), b); {
+	case errors.Is(err, buildlog.ErrMaybeRetry):
 		return g.replay(o, uint64(st.next))
-	}
-	if st.status.Terminal() {
-		return sealed(o.buildID, st.status)
+	case err != nil:
+		return err
 	}
 	// Only copying is left to do in the transaction: the entries were
 	// encoded up to their offsets before the request was queued.
@@ -276,10 +275,6 @@ func (g *groupTx) append(o *op) error {
 		Chunk:       buildlog.Chunk{First: uint64(first), Count: b.Len(), Data: data},
 	}
 	return nil
-}
-
-func sealed(id string, status buildlog.Status) error {
-	return buildlog.Errorf(buildlog.EConflict, "build %s is %s; its log is sealed", id, status)
 }
 
 func (g *groupTx) add(c chunkRow) {
@@ -378,35 +373,26 @@ func (g *groupTx) update(start, activity bool, ids []string) error {
 	return nil
 }
 
-// replay answers a retry whose first offset is not the build's next one:
-// as the first time if the same batch (by hash) was stored there, else
-// conflict with the offset the producer should resume from.
-func (g *groupTx) replay(o *op, next uint64) error {
+// replay answers a batch that may be a retry (buildlog.CheckAppend) from
+// what is stored at its first offset: earlier in this group, or before.
+func (g *groupTx) replay(o *op, next uint64) (err error) {
 	b := o.batch
 	first := *b.FirstOffset
-	if first < next && len(b.Hash) > 0 {
-		if i, ok := g.inserted[chunkKey{o.buildID, int64(first)}]; ok {
-			c := g.rows[i]
-			if c.count == b.Len() && bytes.Equal(c.hash, b.Hash) {
-				o.res = buildlog.AppendResult{FirstOffset: first, NextOffset: first + uint64(c.count), Replayed: true}
-				return nil
-			}
-			return buildlog.ConflictAt(next, "first_offset %d is not the build's next offset %d", first, next)
-		}
-		var (
-			count int64
-			hash  []byte
-		)
-		err := g.tx.StmtContext(g.ctx, g.s.chunkAt).QueryRowContext(g.ctx, o.buildID, int64(first)).Scan(&count, &hash)
-		switch {
-		case err == nil && int(count) == b.Len() && bytes.Equal(hash, b.Hash):
-			o.res = buildlog.AppendResult{FirstOffset: first, NextOffset: first + uint64(count), Replayed: true}
-			return nil
-		case err != nil && !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
+	if i, ok := g.inserted[chunkKey{o.buildID, int64(first)}]; ok {
+		c := g.rows[i]
+		o.res, err = buildlog.Replay(b, next, true, c.count, c.hash)
+		return err
 	}
-	return buildlog.ConflictAt(next, "first_offset %d is not the build's next offset %d", first, next)
+	var (
+		count int64
+		hash  []byte
+	)
+	err = g.tx.StmtContext(g.ctx, g.s.chunkAt).QueryRowContext(g.ctx, o.buildID, int64(first)).Scan(&count, &hash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	o.res, err = buildlog.Replay(b, next, err == nil, int(count), hash)
+	return err
 }
 
 // finish appends o's terminal entry as a terminal chunk and sets the
@@ -426,15 +412,11 @@ func (g *groupTx) finish(o *op) error {
 	if err != nil {
 		return err
 	}
-	if b.Status.Terminal() {
-		if b.Status == f.Status {
+	if done, err := buildlog.CheckFinish(b, f); done || err != nil {
+		if done {
 			o.build, o.chunk = b, buildlog.Chunk{First: b.NextOffset}
-			return nil
 		}
-		return buildlog.Errorf(buildlog.EConflict, "build %s is already %s", o.buildID, b.Status)
-	}
-	if !f.IdleBefore.IsZero() && !b.LastActivity.Before(f.IdleBefore) {
-		return buildlog.Errorf(buildlog.EConflict, "build %s was active since %s", o.buildID, f.IdleBefore.UTC().Format(time.RFC3339Nano))
+		return err
 	}
 
 	e := f.Entry()
