@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"time"
 
 	"buildlog/internal/segment"
@@ -13,171 +12,59 @@ import (
 // interval and soon after a build finishes, until Close.
 func (s *Store) StartCompactor(interval time.Duration) {
 	s.compactor.Start(interval, func(ctx context.Context) (bool, error) {
-		n, err := s.compactPass(ctx, segment.Target, 8)
-		return n > 0, err
+		n, err := segment.Pass(ctx, compactLog{s}, segment.Target, 8)
+		return n > 0, wrap("compact", err)
 	})
 }
 
-// Compact compacts every log that is due now, segments of about target
-// bytes (0: segment.Target), and returns how many builds it rewrote. A
-// finished build's chunks all become segments; a running build's raw
-// chunks do once they hold two segments' worth, except the newest
-// segment's worth. Each build's swap is one transaction of the writer, so
-// it never races an append and a crash leaves the log as before or after.
+// Compact compacts every log that is due now (see segment.All), in
+// segments of about target bytes (0: segment.Target), and returns how
+// many builds it rewrote. Each build's swap is one transaction of the
+// writer, so it never races an append and a crash leaves the log as
+// before or after.
 func (s *Store) Compact(ctx context.Context, target int) (int, error) {
-	if target <= 0 {
-		target = segment.Target
-	}
-	total := 0
-	for {
-		n, err := s.compactPass(ctx, target, 64)
-		total += n
-		if err != nil || n == 0 {
-			return total, err
-		}
-	}
+	n, err := segment.All(ctx, compactLog{s}, target)
+	return n, wrap("compact", err)
 }
 
-// compactPass compacts up to limit finished builds not yet compacted,
-// oldest first, and the running builds that are due.
-func (s *Store) compactPass(ctx context.Context, target, limit int) (int, error) {
-	ids := map[string]bool{}
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM builds WHERE finished_at IS NOT NULL AND compacted = 0
+// compactLog is the store's side of segment.Log: reads on the read pool,
+// the swap through the writer.
+type compactLog struct{ s *Store }
+
+func (l compactLog) Due(ctx context.Context, limit, raw int) (finished, running []string, err error) {
+	rows, err := l.s.r.QueryContext(ctx, `SELECT id FROM builds WHERE finished_at IS NOT NULL AND compacted = 0
 		ORDER BY finished_at, id LIMIT ?`, limit)
 	if err != nil {
-		return 0, wrap("compact", err)
+		return nil, nil, err
 	}
-	if err := collect(rows, func(id string) { ids[id] = true }); err != nil {
-		return 0, wrap("compact", err)
+	if finished, err = collect(rows); err != nil {
+		return nil, nil, err
 	}
-	rows, err = s.r.QueryContext(ctx, `SELECT c.build_id FROM builds b JOIN chunks c ON c.build_id = b.id
+	rows, err = l.s.r.QueryContext(ctx, `SELECT c.build_id FROM builds b JOIN chunks c ON c.build_id = b.id
 		WHERE b.finished_at IS NULL AND c.codec = 0
-		GROUP BY c.build_id HAVING sum(length(c.data)) >= ?`, 2*target)
+		GROUP BY c.build_id HAVING sum(length(c.data)) >= ?`, raw)
 	if err != nil {
-		return 0, wrap("compact", err)
+		return nil, nil, err
 	}
-	var running []string
-	if err := collect(rows, func(id string) { running = append(running, id) }); err != nil {
-		return 0, wrap("compact", err)
-	}
-	n := 0
-	for id := range ids {
-		if _, err := s.compact(ctx, id, true, target); err != nil {
-			return n, wrap("compact", err)
-		}
-		n++
-	}
-	for _, id := range running {
-		did, err := s.compact(ctx, id, false, target)
-		if err != nil {
-			return n, wrap("compact", err)
-		}
-		if did {
-			n++
-		}
-	}
-	return n, nil
+	running, err = collect(rows)
+	return finished, running, err
 }
 
-func collect(rows *sql.Rows, fn func(string)) error {
+func collect(rows *sql.Rows) ([]string, error) {
 	defer rows.Close()
+	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return err
+			return nil, err
 		}
-		fn(id)
+		ids = append(ids, id)
 	}
-	return rows.Err()
+	return ids, rows.Err()
 }
 
-// errStale ends a swap whose chunks changed since they were read (the
-// size cap dropped some, or retention deleted the build): nothing is
-// written, and a later pass plans again.
-var errStale = errors.New("chunks changed while compacting")
-
-type segmentRow struct {
-	first, end int64
-	pieces     int
-	count      int64
-	terminal   bool
-	size       int
-	data       []byte
-	hashFirsts []int64
-	hashCounts []int64
-	hashes     [][]byte
-}
-
-// compact plans and writes one build's segments. Reading and compressing
-// happen outside the writer, on the read pool; only the swap goes through
-// it, as one bulk transaction that first checks the chunks it replaces are
-// still there as read.
-func (s *Store) compact(ctx context.Context, id string, finished bool, target int) (done bool, err error) {
-	pieces, err := s.pieces(ctx, id)
-	if err != nil {
-		return false, err
-	}
-	runs := segment.Plan(pieces, target, finished, target)
-	var segs []segmentRow
-	for _, run := range runs {
-		seg, err := s.buildSegment(ctx, id, pieces[run.From:run.To])
-		if errors.Is(err, errStale) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		segs = append(segs, seg)
-	}
-	if len(segs) == 0 && !finished {
-		return false, nil
-	}
-	r := &request{Alone: true, Op: &op{compact: true, bulk: func(ctx context.Context, tx *sql.Tx) error {
-		for _, seg := range segs {
-			var n, count int64
-			if err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(count), 0) FROM chunks
-				WHERE build_id = ? AND first_offset >= ? AND first_offset < ? AND codec = 0`,
-				id, seg.first, seg.end).Scan(&n, &count); err != nil {
-				return err
-			}
-			if int(n) != seg.pieces || count != seg.count {
-				return errStale
-			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE build_id = ? AND first_offset >= ? AND first_offset < ?`,
-				id, seg.first, seg.end); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO chunks (build_id, first_offset, count, terminal, data, codec, size)
-				VALUES (?, ?, ?, ?, ?, ?, ?)`, id, seg.first, seg.count, b2i(seg.terminal), seg.data, segment.Zstd, seg.size); err != nil {
-				return err
-			}
-			for i := range seg.hashes {
-				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO batch_hashes (build_id, first_offset, count, hash)
-					VALUES (?, ?, ?, ?)`, id, seg.hashFirsts[i], seg.hashCounts[i], seg.hashes[i]); err != nil {
-					return err
-				}
-			}
-		}
-		if finished {
-			// Also how a store from before compaction learns its finished
-			// builds' kept bytes.
-			if _, err := tx.ExecContext(ctx, `UPDATE builds SET compacted = 1,
-				kept_bytes = (SELECT coalesce(sum(coalesce(size, length(data))), 0) FROM chunks WHERE build_id = ?1)
-				WHERE id = ?1`, id); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}}
-	err = s.q.Do(ctx, r)
-	if errors.Is(err, errStale) {
-		return false, nil
-	}
-	return err == nil && len(segs) > 0, err
-}
-
-func (s *Store) pieces(ctx context.Context, id string) ([]segment.Piece, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT first_offset, count, coalesce(size, length(data)), codec FROM chunks
+func (l compactLog) Pieces(ctx context.Context, id string) ([]segment.Piece, error) {
+	rows, err := l.s.r.QueryContext(ctx, `SELECT first_offset, count, coalesce(size, length(data)), codec FROM chunks
 		WHERE build_id = ? ORDER BY first_offset`, id)
 	if err != nil {
 		return nil, err
@@ -194,43 +81,64 @@ func (s *Store) pieces(ctx context.Context, id string) ([]segment.Piece, error) 
 	return out, rows.Err()
 }
 
-// buildSegment reads pieces' chunks (all raw) and compresses their lines
-// as one segment, keeping their batch hashes.
-func (s *Store) buildSegment(ctx context.Context, id string, pieces []segment.Piece) (segmentRow, error) {
-	first, last := pieces[0], pieces[len(pieces)-1]
-	seg := segmentRow{first: int64(first.First), end: int64(last.End()), pieces: len(pieces)}
-	rows, err := s.r.QueryContext(ctx, `SELECT first_offset, count, terminal, hash, data FROM chunks
+func (l compactLog) Raw(ctx context.Context, id string, first, end uint64, fn func(segment.Chunk)) error {
+	rows, err := l.s.r.QueryContext(ctx, `SELECT first_offset, count, terminal, hash, data FROM chunks
 		WHERE build_id = ? AND first_offset >= ? AND first_offset < ? AND codec = 0 ORDER BY first_offset`,
-		id, seg.first, seg.end)
+		id, int64(first), int64(end))
 	if err != nil {
-		return seg, err
+		return err
 	}
 	defer rows.Close()
-	var raw []byte
-	n := 0
 	for rows.Next() {
 		var (
 			off, count, terminal int64
 			hash, data           []byte
 		)
 		if err := rows.Scan(&off, &count, &terminal, &hash, &data); err != nil {
-			return seg, err
+			return err
 		}
-		raw = append(raw, data...)
-		seg.count += count
-		seg.terminal = terminal != 0
-		if len(hash) > 0 {
-			seg.hashFirsts, seg.hashCounts, seg.hashes = append(seg.hashFirsts, off), append(seg.hashCounts, count), append(seg.hashes, hash)
+		fn(segment.Chunk{First: uint64(off), Count: int(count), Terminal: terminal != 0, Hash: hash, Data: data})
+	}
+	return rows.Err()
+}
+
+// Swap runs as one bulk transaction of the writer, alone in its group.
+func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []segment.Written) error {
+	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{compact: true, bulk: func(ctx context.Context, tx *sql.Tx) error {
+		for _, seg := range segs {
+			var n, count int64
+			if err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(count), 0) FROM chunks
+				WHERE build_id = ? AND first_offset >= ? AND first_offset < ? AND codec = 0`,
+				id, int64(seg.First), int64(seg.End)).Scan(&n, &count); err != nil {
+				return err
+			}
+			if int(n) != seg.Pieces || count != seg.Count {
+				return segment.ErrStale
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE build_id = ? AND first_offset >= ? AND first_offset < ?`,
+				id, int64(seg.First), int64(seg.End)); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO chunks (build_id, first_offset, count, terminal, data, codec, size)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`, id, int64(seg.First), seg.Count, b2i(seg.Terminal), seg.Data, segment.Zstd, seg.Size); err != nil {
+				return err
+			}
+			for _, h := range seg.Hashes {
+				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO batch_hashes (build_id, first_offset, count, hash)
+					VALUES (?, ?, ?, ?)`, id, int64(h.First), h.Count, h.Sum); err != nil {
+					return err
+				}
+			}
 		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return seg, err
-	}
-	if n != len(pieces) {
-		return seg, errStale
-	}
-	seg.size = len(raw)
-	seg.data = segment.Compress(raw)
-	return seg, nil
+		if finished {
+			// Also how a store from before compaction learns its finished
+			// builds' kept bytes.
+			if _, err := tx.ExecContext(ctx, `UPDATE builds SET compacted = 1,
+				kept_bytes = (SELECT coalesce(sum(coalesce(size, length(data))), 0) FROM chunks WHERE build_id = ?1)
+				WHERE id = ?1`, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}})
 }
