@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"buildlog/internal/postgres"
 	"buildlog/internal/sse"
 )
 
@@ -30,31 +26,16 @@ func freshDatabase(t *testing.T) string {
 	if admin == "" {
 		t.Skip("BUILDLOG_TEST_POSTGRES is unset: set it to a DSN of a server where tests may create databases")
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
+	dsn, drop, err := postgres.CreateDatabase(context.Background(), admin, "buildlog_e2e_")
 	if err != nil {
 		t.Fatalf("BUILDLOG_TEST_POSTGRES: %v", err)
 	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "buildlog_e2e_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		conn.Close(ctx)
-		t.Fatalf("create database: %v", err)
-	}
 	t.Cleanup(func() {
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
+		if err := drop(); err != nil {
+			t.Error(err)
 		}
-		conn.Close(ctx)
 	})
-	u, err := url.Parse(admin)
-	if err != nil || u.Scheme == "" {
-		// key=value form: the last setting of a key wins.
-		return admin + " dbname=" + name
-	}
-	u.Path = "/" + name
-	return u.String()
+	return dsn
 }
 
 // sseFollower reads one stream to its end in the background.

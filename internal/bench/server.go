@@ -19,8 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"buildlog"
 	"buildlog/internal/httpapi"
 	"buildlog/internal/live"
@@ -195,23 +193,11 @@ func freshDatabase(ctx context.Context, dsn string) (string, func(), error) {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return "", nil, errors.New("--store: want a postgres:// URL")
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	fresh, drop, err := postgres.CreateDatabase(ctx, dsn, "buildlog_bench_")
 	if err != nil {
-		return "", nil, fmt.Errorf("--store: %w", err)
+		return "", nil, fmt.Errorf("--store: %w (use --pg-reuse to run in the given database)", err)
 	}
-	name := "buildlog_bench_" + randomHex(6)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		conn.Close(ctx)
-		return "", nil, fmt.Errorf("creating database %s (use --pg-reuse to run in the given database): %w", name, err)
-	}
-	u.Path = "/" + name
-	drop := func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn.Exec(dctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		conn.Close(dctx)
-	}
-	return u.String(), drop, nil
+	return fresh, func() { drop() }, nil
 }
 
 // rssOf returns a process's resident set from /proc (Linux), in bytes.

@@ -15,15 +15,12 @@ import (
 // dropped when t ends, as a DSN.
 func FreshSchema(t testing.TB) string { return freshSchema(t) }
 
-// WithParam is withParam: dsn with one more connection setting.
-func WithParam(dsn, key, value string) (string, error) { return withParam(dsn, key, value) }
-
 // ListenerPID is the backend of the store's newest LISTEN connection.
 func (s *Store) ListenerPID() uint32 { return s.listenerPID.Load() }
 
 // AdminPool is a pool on the run's database that belongs to no store, to
 // cut a store's connections from outside as an operator would.
-func AdminPool() *pgxpool.Pool { return testDB.pool }
+func AdminPool() *pgxpool.Pool { return testDB.Pool }
 
 // SetListenBackoff makes the listener wait at least d/2 before reconnecting,
 // for one test, so that commits can be made while it is surely not

@@ -3,22 +3,15 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"buildlog"
 	"buildlog/internal/storetest"
@@ -26,13 +19,7 @@ import (
 
 // testDB is the database this run created, or nil when
 // BUILDLOG_TEST_POSTGRES is unset.
-var testDB *database
-
-type database struct {
-	dsn  string        // of the run's own database
-	pool *pgxpool.Pool // on it, to make and drop schemas
-	seq  atomic.Int64
-}
+var testDB *Scratch
 
 // TestMain creates one fresh database for the run and drops it at the end,
 // so that runs (here and in CI) never see each other's data. The env var
@@ -46,87 +33,36 @@ func run(m *testing.M) int {
 	if admin == "" {
 		return m.Run()
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
+	var err error
+	if testDB, err = NewScratch(context.Background(), admin, "buildlog_test_"); err != nil {
 		fmt.Fprintf(os.Stderr, "BUILDLOG_TEST_POSTGRES: %v\n", err)
-		return 1
-	}
-	defer conn.Close(ctx)
-	name := "buildlog_test_" + randomHex(6)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		fmt.Fprintf(os.Stderr, "create database: %v\n", err)
 		return 1
 	}
 	defer func() {
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "drop database %s: %v\n", name, err)
+		if err := testDB.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
 	}()
-	dsn, err := withParam(admin, "dbname", name)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "BUILDLOG_TEST_POSTGRES: %v\n", err)
-		return 1
-	}
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "connect to %s: %v\n", name, err)
-		return 1
-	}
-	defer pool.Close()
-	testDB = &database{dsn: dsn, pool: pool}
 	return m.Run()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// withParam returns dsn (URL or key=value form) with one more setting; pgx
-// passes settings it does not know, such as search_path, to the server.
-func withParam(dsn, key, value string) (string, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "", err
-		}
-		if key == "dbname" {
-			u.Path = "/" + value
-			return u.String(), nil
-		}
-		q := u.Query()
-		q.Set(key, value)
-		u.RawQuery = q.Encode()
-		return u.String(), nil
-	}
-	// In key=value form the last setting of a key wins.
-	return dsn + " " + key + "=" + value, nil
 }
 
 // freshSchema makes an empty schema in the run's database, dropped when t
 // ends, and returns a DSN whose search_path puts migrations and queries
-// there. A schema is much cheaper than a database and just as isolated.
+// there.
 func freshSchema(t testing.TB) string {
 	t.Helper()
 	if testDB == nil {
 		t.Skip("BUILDLOG_TEST_POSTGRES is unset: set it to a DSN of a server where tests may create databases")
 	}
-	schema := fmt.Sprintf("t%d_%s", testDB.seq.Add(1), randomHex(4))
-	ctx := context.Background()
-	if _, err := testDB.pool.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := testDB.pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	dsn, err := withParam(testDB.dsn, "search_path", schema)
+	dsn, drop, err := testDB.Schema(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Error(err)
+		}
+	})
 	return dsn
 }
 
@@ -537,7 +473,7 @@ func TestWatchCommitsEndsOnClose(t *testing.T) {
 // reconnects by itself.
 func TestPoolRecovers(t *testing.T) {
 	dsn := freshSchema(t)
-	dsn, err := withParam(dsn, "application_name", "buildlog-"+randomHex(4))
+	dsn, err := WithParam(dsn, "application_name", "buildlog-"+randomHex(4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +486,7 @@ func TestPoolRecovers(t *testing.T) {
 	cut := func() {
 		t.Helper()
 		var n int
-		err := testDB.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		err := testDB.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = current_database() AND application_name = $1`, name).Scan(&n)
 		if err != nil || n == 0 {
 			t.Fatalf("terminated %d backends: %v", n, err)

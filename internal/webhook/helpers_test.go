@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,16 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"buildlog"
 	"buildlog/internal/httpapi"
@@ -36,12 +31,7 @@ const adminKey = "adm_webhook_test"
 
 // pg is the database this run made on BUILDLOG_TEST_POSTGRES's server,
 // or nil when that is unset; each test takes a fresh schema in it.
-var pg *struct {
-	dsn  string
-	pool *pgxpool.Pool
-	seq  int
-	mu   sync.Mutex
-}
+var pg *postgres.Scratch
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
@@ -50,65 +40,25 @@ func run(m *testing.M) int {
 	if admin == "" {
 		return m.Run()
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
+	var err error
+	if pg, err = postgres.NewScratch(context.Background(), admin, "buildlog_webhook_"); err != nil {
 		fmt.Fprintf(os.Stderr, "BUILDLOG_TEST_POSTGRES: %v\n", err)
 		return 1
 	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "buildlog_webhook_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		fmt.Fprintf(os.Stderr, "create database: %v\n", err)
-		return 1
-	}
-	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	dsn := dsnWith(admin, "dbname", name)
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "connect to %s: %v\n", name, err)
-		return 1
-	}
-	defer pool.Close()
-	pg = &struct {
-		dsn  string
-		pool *pgxpool.Pool
-		seq  int
-		mu   sync.Mutex
-	}{dsn: dsn, pool: pool}
+	defer pg.Close()
 	return m.Run()
-}
-
-// dsnWith returns dsn (URL or key=value form) with one more setting.
-func dsnWith(dsn, key, value string) string {
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		if key == "dbname" {
-			u.Path = "/" + value
-			return u.String()
-		}
-		q := u.Query()
-		q.Set(key, value)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	return dsn + " " + key + "=" + value
 }
 
 // pgSchema makes an empty schema, dropped when t ends, and returns a DSN
 // whose search_path puts everything there.
 func pgSchema(t *testing.T) string {
 	t.Helper()
-	pg.mu.Lock()
-	pg.seq++
-	schema := fmt.Sprintf("wh%d", pg.seq)
-	pg.mu.Unlock()
-	if _, err := pg.pool.Exec(context.Background(), "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
+	dsn, drop, err := pg.Schema(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { pg.pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	return dsnWith(pg.dsn, "search_path", schema)
+	t.Cleanup(func() { drop() })
+	return dsn
 }
 
 func openPostgres(t *testing.T, dsn string) buildlog.Store {
