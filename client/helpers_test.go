@@ -81,7 +81,13 @@ func (s *server) kill() {
 	default:
 	}
 	s.srv.Close()
+	s.api.CloseStreams() // follow streams are not srv's to close
 	<-s.done
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.api.Wait(ctx); err != nil {
+		s.t.Errorf("streams still open 10s after their connections were cut: %v", err)
+	}
 	s.store.Close()
 }
 

@@ -19,11 +19,13 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		rand.Read(b)
 		id := hex.EncodeToString(b)
 		w.Header().Set("X-Request-Id", id)
-		rec := &httpapi.StatusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", id), slog.String("method", r.Method),
-			slog.String("path", r.URL.Path), slog.Int("status", rec.Status()),
-			slog.Duration("duration", time.Since(start)))
+		// A follow stream is logged when it ends, as before it took its
+		// connection over from net/http.
+		httpapi.Record(w, r, next, func(status int) {
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("request_id", id), slog.String("method", r.Method),
+				slog.String("path", r.URL.Path), slog.Int("status", status),
+				slog.Duration("duration", time.Since(start)))
+		})
 	})
 }

@@ -204,6 +204,11 @@ func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) er
 		log.Warn("shutdown timed out; closing connections", "err", err)
 		srv.Close()
 	}
+	// Follow streams took their connections over from srv, so Shutdown
+	// did not wait for them; the store must outlive their last read.
+	if err := api.Wait(sctx); err != nil {
+		log.Warn("shutdown timed out with streams still open", "err", err)
+	}
 	stopBg()
 	return nil
 }

@@ -94,6 +94,7 @@ func startInProcess(ctx context.Context, dsn, dir string, maxStreams int) (*serv
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			srv.Shutdown(sctx)
+			api.Wait(sctx)
 			stopBg()
 			return st.Close()
 		},

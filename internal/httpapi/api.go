@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -90,6 +91,11 @@ type API struct {
 
 	limiter *limiter // nil without a rate limit
 	cache   *appendCache
+
+	// Streams that took their connections over (detach).
+	detached      sync.WaitGroup
+	detachedMu    sync.Mutex
+	detachedConns map[net.Conn]struct{}
 }
 
 // New returns the API for cfg.
@@ -180,24 +186,54 @@ func stateOf(r *http.Request) *reqState {
 
 func (a *API) handle(pattern string, h handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		st := &reqState{route: pattern, cancel: cancel}
-		r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
-		rec := &StatusRecorder{ResponseWriter: w}
-		if err := h(rec, r); err != nil {
-			a.writeError(rec, r, err)
+		if detachable(pattern, r) {
+			if d, r := a.detach(w, r); d != nil {
+				go func() {
+					defer a.undetach(d)
+					defer d.end()
+					a.serve(pattern, h, d, r)
+				}()
+				return
+			}
 		}
-		a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+		a.serve(pattern, h, w, r)
 	})
 }
 
+// serve runs h as the request's handler, with its state, error answer and
+// metrics.
+func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	st := &reqState{route: pattern, cancel: cancel}
+	r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
+	rec := &StatusRecorder{ResponseWriter: w}
+	if err := h(rec, r); err != nil {
+		a.writeError(rec, r, err)
+	}
+	a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+}
+
 // StatusRecorder is a ResponseWriter that notes the status its handler
-// sent, for metrics and request logs.
+// sent, for metrics and request logs. Use Record to learn when a response
+// is complete: a follow stream outlives its ServeHTTP (see detach).
 type StatusRecorder struct {
 	http.ResponseWriter
-	status int // 0 until the handler sends headers
+	status   int // 0 until the handler sends headers
+	detached bool
+	done     func(status int)
+}
+
+// Record serves r with next through a StatusRecorder and calls done with
+// the final status once the response is complete: when ServeHTTP returns,
+// or, for a stream that took its connection over, when the stream ends.
+func Record(w http.ResponseWriter, r *http.Request, next http.Handler, done func(status int)) {
+	rec := &StatusRecorder{ResponseWriter: w, done: done}
+	next.ServeHTTP(rec, r)
+	if !rec.detached {
+		done(rec.Status())
+	}
 }
 
 // Status is the status sent: 200 when the handler wrote without setting
@@ -244,7 +280,7 @@ func (a *API) routes() {
 	a.handle("POST /v1/templates/builds/{build_id}/finish", a.finishBuild)
 	a.handle("GET /v1/templates/builds/{build_id}", a.getBuild)
 	a.handle("GET /v1/templates/builds", a.listBuilds)
-	a.handle("GET /v1/templates/builds/{build_id}/logs", a.streamLogs)
+	a.handle(routeStreamLogs, a.streamLogs)
 	a.handle("POST /v1/templates/builds/{build_id}/stream-token", a.createStreamToken)
 
 	a.handle(routeBuildEvents, a.buildEvents)
@@ -272,9 +308,12 @@ func (a *API) routes() {
 	a.handle("/templates/", notFound)
 }
 
-// routeBuildEvents is dialect B's route, named because stream metrics are
-// labelled by dialect.
-const routeBuildEvents = "GET /templates/{namespace}/{name}/{version}/build/events"
+// The stream routes, named because stream metrics are labelled by dialect
+// and follow streams take their connections over (detach).
+const (
+	routeStreamLogs  = "GET /v1/templates/builds/{build_id}/logs"
+	routeBuildEvents = "GET /templates/{namespace}/{name}/{version}/build/events"
+)
 
 // ServeHTTP serves the API.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }

@@ -49,6 +49,7 @@ func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 	t.Cleanup(func() {
 		s.api.Drain()
 		ts.Close()
+		waitStreams(t, s.api)
 		st.Close()
 	})
 	s.URL = ts.URL
@@ -240,5 +241,15 @@ func checkDense(t *testing.T, evs []sse.Event, from uint64) {
 		if e.Offset != want {
 			t.Fatalf("event id %d carries offset %d", want, e.Offset)
 		}
+	}
+}
+
+// waitStreams waits for the streams that took their connections over,
+// which httptest.Server.Close does not know of, to end after a Drain.
+func waitStreams(t testing.TB, api *httpapi.API) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := api.Wait(ctx); err != nil {
+		t.Errorf("streams still open 10s after Drain: %v", err)
 	}
 }

@@ -38,7 +38,7 @@ func serverOn(t *testing.T, st buildlog.Store, mod ...func(*httpapi.Config)) *se
 	}
 	s.api = httpapi.New(cfg)
 	ts := httptest.NewServer(s.api)
-	t.Cleanup(func() { s.api.Drain(); ts.Close() })
+	t.Cleanup(func() { s.api.Drain(); ts.Close(); waitStreams(t, s.api) })
 	s.URL = ts.URL
 	return s
 }

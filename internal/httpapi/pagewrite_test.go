@@ -105,7 +105,7 @@ func TestPageStopsAtFailedWrite(t *testing.T) {
 		s.api.ServeHTTP(ww, r)
 		done <- ww
 	}))
-	t.Cleanup(func() { s.api.Drain(); ts.Close() })
+	t.Cleanup(func() { s.api.Drain(); ts.Close(); waitStreams(t, s.api) })
 	s.URL = ts.URL
 
 	// 24 MB, far more than loopback socket buffers hold, in one page.

@@ -80,6 +80,11 @@ func startNode(t testing.TB, dsn string) *node {
 	t.Cleanup(func() {
 		api.Drain()
 		ts.Close()
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := api.Wait(wctx); err != nil {
+			t.Errorf("streams still open 10s after Drain: %v", err)
+		}
+		wcancel()
 		stop()
 		<-watched
 		n.store.Close()

@@ -1,0 +1,240 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"buildlog/internal/httpapi"
+	"buildlog/internal/sse"
+)
+
+// detachServer is an API behind a request recorder, as serve's request
+// log is, on a server that counts the connections handlers took over.
+type detachServer struct {
+	*server
+	hijacked atomic.Int32
+	done     chan int // statuses of the log reads the recorder saw complete
+}
+
+func newDetachServer(t *testing.T) *detachServer {
+	t.Helper()
+	st := openSQLite(t, t.TempDir())
+	secret, err := st.Secret(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second})
+	d := &detachServer{server: &server{t: t, store: st, api: api}, done: make(chan int, 100)}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.Record(w, r, api, func(status int) {
+			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/logs") {
+				d.done <- status
+			}
+		})
+	}))
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateHijacked {
+			d.hijacked.Add(1)
+		}
+	}
+	ts.Start()
+	t.Cleanup(func() { api.Drain(); ts.Close(); waitStreams(t, api) })
+	d.URL = ts.URL
+	return d
+}
+
+// rawGet sends a GET on a fresh connection and returns the response
+// headers and the connection's reader.
+func (d *detachServer) rawGet(path, key, proto string) (net.Conn, *bufio.Reader, *http.Response) {
+	d.t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req := "GET " + path + " " + proto + "\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		d.t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return conn, br, res
+}
+
+func (d *detachServer) wantDone(status int) {
+	d.t.Helper()
+	select {
+	case got := <-d.done:
+		if got != status {
+			d.t.Fatalf("request recorded with status %d, want %d", got, status)
+		}
+	case <-time.After(10 * time.Second):
+		d.t.Fatal("request never recorded as complete")
+	}
+}
+
+func (d *detachServer) wantNotDone() {
+	d.t.Helper()
+	select {
+	case got := <-d.done:
+		d.t.Fatalf("request recorded complete (%d) while its stream is open", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// A follow stream takes its connection over from net/http and still
+// speaks HTTP/1.1 properly: chunked, Connection: close, a clean end once
+// the build finishes, and the request recorded when the stream ends, with
+// its status.
+func TestFollowTakesConnectionOver(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 3))
+	conn, br, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", adminKey, "HTTP/1.1")
+	if res.StatusCode != 200 || !res.Close || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" ||
+		!strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("response %d close=%v te=%v headers %v: want 200, chunked, Connection: close, an event stream",
+			res.StatusCode, res.Close, res.TransferEncoding, res.Header)
+	}
+	if d.hijacked.Load() != 1 {
+		t.Fatalf("%d connections taken over, want 1", d.hijacked.Load())
+	}
+	rd := sse.NewReader(res.Body)
+	for i := range 3 {
+		ev, err := rd.Next()
+		if err != nil || ev.ID != strconv.Itoa(i) {
+			t.Fatalf("event %d: %+v, %v", i, ev, err)
+		}
+	}
+	d.wantNotDone()
+	d.append(id, msgs(3, 1))
+	if ev, err := rd.Next(); err != nil || ev.ID != "3" {
+		t.Fatalf("live event: %+v, %v", ev, err)
+	}
+	d.want(d.finish(id, "ready"), 200)
+	n := 0
+	for {
+		_, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d more events: %v (the chunked body must end cleanly)", n, err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d events after the last append, want the terminal one", n)
+	}
+	res.Body.Close()
+	if b, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the response: read %q, %v; want the connection closed", b, err)
+	}
+	conn.Close()
+	d.wantDone(200)
+}
+
+// An error answered on a follow route is a complete response of its own,
+// with its length, its status recorded.
+func TestFollowErrorOnTakenConnection(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	_, _, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", "wrong", "HTTP/1.1")
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != 401 || res.ContentLength != int64(len(body)) || !strings.Contains(string(body), `"code":"unauthorized"`) ||
+		res.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("%d (length %d) %s %v, %v: want a 401 JSON error with its length and WWW-Authenticate",
+			res.StatusCode, res.ContentLength, body, res.Header, err)
+	}
+	d.wantDone(401)
+}
+
+// An HTTP/1.0 client cannot read chunks: its stream is delimited by the
+// connection's close.
+func TestFollowHTTP10(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 2))
+	d.want(d.finish(id, "ready"), 200)
+	_, _, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", adminKey, "HTTP/1.0")
+	if len(res.TransferEncoding) != 0 {
+		t.Fatalf("HTTP/1.0 response with Transfer-Encoding %v", res.TransferEncoding)
+	}
+	rd, n := sse.NewReader(res.Body), 0
+	for {
+		ev, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d events: %v", n, err)
+		}
+		if ev.HasID {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d events, want 2 entries and the end", n)
+	}
+	d.wantDone(200)
+}
+
+// Drain ends taken-over streams and Wait sees them end; CloseStreams cuts
+// them at once, as a crash would.
+func TestDrainAndCloseTakenStreams(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 1))
+	open := func(n int) []*sse.Reader {
+		var out []*sse.Reader
+		for range n {
+			_, _, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", adminKey, "HTTP/1.1")
+			rd := sse.NewReader(res.Body)
+			if _, err := rd.Next(); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, rd)
+		}
+		return out
+	}
+	cut := open(3)
+	d.api.CloseStreams()
+	for i, rd := range cut {
+		var ne net.Error
+		if _, err := rd.Next(); err == nil || errors.Is(err, io.EOF) || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("stream %d after CloseStreams: %v, want a cut (not a clean end, not a wait)", i, err)
+		}
+	}
+	drained := open(3)
+	d.api.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.api.Wait(ctx); err != nil {
+		t.Fatalf("Wait after Drain: %v", err)
+	}
+	for i, rd := range drained {
+		for {
+			_, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("drained stream %d: %v, want a clean end", i, err)
+			}
+		}
+	}
+}
