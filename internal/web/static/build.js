@@ -5,7 +5,9 @@
 // dialect A follows live entries with a per-build stream token. Every
 // entry is accepted only at the offset the page expects next, so a
 // resumed stream that repeats entries adds nothing, and one that would
-// skip some is dropped and reopened from the last offset held.
+// skip some is dropped and reopened from the last offset held. The one
+// jump allowed is an omission notice: the server's stand-in for a middle
+// range the size cap dropped, drawn as a divider.
 //
 // Rendering: all entries are kept in memory, the DOM holds only the rows
 // in view (plus a margin), so 100,000 entries cost about 100 elements.
@@ -37,13 +39,16 @@ const buildID = (() => {
 })();
 const buildPath = '/v1/templates/builds/' + encodeURIComponent(buildID);
 
-// S is the page's whole state. Entries are dense from offset 0, so an
-// entry's index in E is its offset.
+// S is the page's whole state. Entries are dense from offset 0 except
+// where an omission notice stands for a dropped range, so an entry's
+// index in E is its offset only up to the first notice (see indexAt).
 const S = {
   build: null,
   E: [], // entries, exactly as the API sent them
   T: [], // their timestamps in ms since the epoch (NaN if unparseable)
   G: [], // the group index of each entry, -1 for none
+  curG: -1, // the group in progress: the last grouped entry's
+  notices: [], // indexes of the omission notices held
   N: [], // how many display lines each entry's message has
   low: [], // lazily: the message without ANSI, lower-cased, for search
   groups: [],
@@ -83,6 +88,44 @@ function parseTime(s) {
 
 const isTerminal = e => e.kind === 'end' || e.kind === 'cancelled';
 
+// omission returns the dropped range an omission notice stands for, or
+// null when e is not one. The notice sits at the range's last offset.
+function omission(e) {
+  const m = e && e.kind === 'warning' && e.result_metadata;
+  if (!m || typeof m !== 'object') return null;
+  const { omitted_from: from, omitted_to: to, omitted_entries: entries, omitted_bytes: bytes } = m;
+  if (![from, to, entries, bytes].every(Number.isSafeInteger) || to !== e.offset || from > to) return null;
+  return { from, to, entries, bytes };
+}
+
+// humanBytes is the server's binary-unit size: 512 B, 14.4 KiB, 96.1 MiB.
+function humanBytes(n) {
+  if (n < 1024) return n + ' B';
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024, u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return v.toFixed(1).replace(/\.0$/, '') + ' ' + units[u];
+}
+
+function omissionText(o) {
+  return fmtCount(o.entries) + (o.entries === 1 ? ' line (' : ' lines (') + humanBytes(o.bytes) + ') omitted';
+}
+
+// indexAt returns the index in E of the entry at offset off, or of the
+// notice whose range holds it; -1 if neither is held.
+function indexAt(off) {
+  let lo = 0, hi = S.E.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (S.E[mid].offset < off) lo = mid + 1; else hi = mid - 1;
+  }
+  if (lo >= S.E.length) return -1;
+  const e = S.E[lo];
+  if (e.offset === off) return lo;
+  const o = omission(e);
+  return o && o.from <= off ? lo : -1;
+}
+
 function groupKey(e) {
   if (e.step_index != null) return 's' + e.step_index;
   if (e.phase) return 'p' + e.phase;
@@ -114,7 +157,7 @@ function updateGroup(g, e, i) {
 // always does.
 function shown(i) {
   const e = S.E[i];
-  return i === S.terminal || (levelRank[e.level] ?? 1) >= S.minLevel;
+  return i === S.terminal || S.G[i] === -2 || (levelRank[e.level] ?? 1) >= S.minLevel;
 }
 
 function pushRows(i) {
@@ -141,29 +184,37 @@ class Gap extends Error {}
 
 // add takes entries in offset order. Ones already held are skipped (a
 // resume that overlaps); one past the next expected offset is a gap and
-// throws, so the caller reopens from S.next rather than skip anything.
+// throws, so the caller reopens from S.next rather than skip anything,
+// unless it is an omission notice for a range that starts at S.next.
 function add(entries) {
   let added = 0;
   for (const e of entries) {
     if (S.done || typeof e.offset !== 'number' || e.offset < S.next) continue;
-    if (e.offset > S.next) throw new Gap(`expected offset ${S.next}, got ${e.offset}`);
+    const o = omission(e);
+    if (e.offset > S.next && !(o && o.from === S.next)) throw new Gap(`expected offset ${S.next}, got ${e.offset}`);
     const i = S.E.length;
     S.E.push(e);
     S.T.push(parseTime(e.timestamp));
-    S.N.push(messageLines(e).length);
+    S.N.push(o ? 1 : messageLines(e).length);
     S.next = e.offset + 1;
+    // G is -2 for a notice: in no group (a divider shows even inside a
+    // collapsed one), and the group in progress goes on after it.
     let g = -1;
-    if (isTerminal(e)) {
+    if (o) {
+      g = -2;
+      S.notices.push(i);
+    } else if (isTerminal(e)) {
       S.done = true;
       S.terminal = i;
     } else {
       const key = groupKey(e);
-      const prev = i > 0 ? S.G[i - 1] : -1;
+      const prev = S.curG;
       // An entry without phase or step belongs to the group in progress:
       // it is output printed while that step ran.
       if (prev >= 0 && (key === null || key === S.groups[prev].key)) g = prev;
       else if (key !== null) { g = S.groups.length; S.groups.push(newGroup(key, e, i)); }
       if (g >= 0) updateGroup(S.groups[g], e, i);
+      S.curG = g;
     }
     S.G.push(g);
     pushRows(i);
@@ -172,7 +223,7 @@ function add(entries) {
   }
   if (added) {
     if (S.build && S.build.status === 'queued') S.build.status = 'building';
-    if (S.sel < 0 && pendingHash >= 0 && pendingHash < S.E.length) gotoHash();
+    if (S.sel < 0 && pendingHash >= 0 && pendingHash < S.next) gotoHash();
     dirty(true);
   }
   return added;
@@ -268,6 +319,7 @@ function clock(ms) {
 function renderRow(r) {
   const i = S.rowE[r];
   if (i < 0) return renderGroupRow(-1 - i);
+  if (S.G[i] === -2) return renderOmission(i);
   const e = S.E[i];
   const line = S.rowL[r];
   let cls = 'row lvl-' + (levelRank[e.level] != null ? e.level : 'info');
@@ -302,6 +354,26 @@ function renderRow(r) {
     if (span) msg.append(span);
   }
   row.append(msg);
+  return row;
+}
+
+// renderOmission draws a notice as a divider across the log. Its
+// permalink is the notice's offset, the last of the range; any offset of
+// the range selects it.
+function renderOmission(i) {
+  const e = S.E[i];
+  const o = omission(e);
+  let cls = 'row omitted';
+  if (i === S.sel) cls += ' sel';
+  if (S.cur >= 0 && S.matches[S.cur] === i) cls += ' cur-match';
+  const row = h('div', cls);
+  row.dataset.offset = e.offset;
+  row.title = e.message + '\n(offsets ' + o.from + '–' + o.to + ')';
+  const ln = h('a', 'ln', '⋮');
+  ln.href = '#L' + e.offset;
+  const msg = h('span', 'msg');
+  appendMarked(msg, omissionText(o));
+  row.append(ln, h('span', 'rule'), msg, h('span', 'rule'));
   return row;
 }
 
@@ -356,7 +428,8 @@ function renderHeader() {
   if (b.namespace || b.name) tmpl += ' (' + [b.namespace, b.name].filter(Boolean).join('/') + (b.version ? '@' + b.version : '') + ')';
   el.template.textContent = tmpl;
   el.created.textContent = fmtTime(b.created_at);
-  el.count.textContent = fmtCount(S.E.length);
+  const omitted = S.notices.reduce((n, i) => n + omission(S.E[i]).entries, 0);
+  el.count.textContent = fmtCount(S.E.length - S.notices.length) + (omitted ? ' (' + fmtCount(omitted) + ' omitted)' : '');
   const stepGroups = S.groups.filter(g => g.step != null);
   const total = b.total_steps ?? stepGroups.reduce((m, g) => Math.max(m, g.total ?? 0), 0);
   el.steps.textContent = stepGroups.length ? new Set(stepGroups.map(g => g.step)).size + (total ? '/' + total : '') : '–';
@@ -695,11 +768,12 @@ function gotoHash() {
   const m = /^#L(\d+)$/.exec(location.hash);
   if (!m) { pendingHash = -1; S.sel = -1; dirty(); return; }
   const off = Number(m[1]);
-  if (off >= S.E.length) { pendingHash = off; setFollow(false); return; }
+  if (off >= S.next) { pendingHash = off; setFollow(false); return; }
   pendingHash = -1;
-  const r = rowOf(off);
+  const i = indexAt(off);
+  const r = rowOf(i);
   if (r < 0) return;
-  S.sel = off;
+  S.sel = i;
   reveal(r);
 }
 window.addEventListener('hashchange', gotoHash);
