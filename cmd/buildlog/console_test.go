@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -341,8 +342,13 @@ func TestConsoleLiveBuild(t *testing.T) {
 	}
 	p.do(chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
 	p.screenshot("console-failed-build.png")
-	if got := evalJS[string](p, `document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent`); !strings.HasPrefix(got, "total ") {
-		t.Errorf("elapsed after the end shows %q, want the total", got)
+	// The total is the build's finished_at - created_at, as the CLI's (the
+	// entries' timestamps begin 35 s before the build was created).
+	wantTotal := "total " + consoleDuration(t, srv, id)
+	p.waitJS("the total", `document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent === `+jsQuote(wantTotal),
+		`document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent`, 10*time.Second)
+	if got := evalJS[string](p, `document.querySelector('#b-terminal .t-title').textContent`); !strings.HasPrefix(got, "✗ Failed after "+strings.TrimPrefix(wantTotal, "total ")+": ") {
+		t.Errorf("terminal banner %q, want the total %s", got, wantTotal)
 	}
 
 	// The timestamps toggle hides and shows the time column.
@@ -382,6 +388,9 @@ func TestConsoleLiveBuild(t *testing.T) {
 	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'error'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
 	p.waitJS("errors only", `JSON.stringify(`+lineRows+`.map(s => s.split('|')[0])) === '["6","13","14"]'`, lineRows, 10*time.Second)
 	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'debug'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
+	// The rows are redrawn on the next frame: a click before that lands
+	// where step 3's header was under the filter, on another group.
+	p.waitJS("every level again", lineRows+`.some(s => s.startsWith('5|'))`, lineRows, 10*time.Second)
 
 	// Collapsing step 3 hides its lines and keeps its header.
 	p.do(chromedp.Click(chromedp.CSS(`#rows .row.group[data-group="3"]`)))
@@ -400,7 +409,13 @@ func TestConsoleLiveBuild(t *testing.T) {
 	if a, b := decodeNDJSON(t, got), decodeNDJSON(t, api); !jsonEqual(a, b) {
 		t.Errorf("downloaded NDJSON differs from the API's:\n%s\nvs\n%s", got, api)
 	}
-	raw := string(waitFile(t, filepath.Join(dir, id+".log")))
+	// The button names the file type it saves.
+	label := evalJS[string](p, `document.getElementById('t-raw').textContent`)
+	ext, ok := strings.CutPrefix(label, "Download ")
+	if !ok || !strings.HasPrefix(ext, ".") {
+		t.Fatalf("text download button reads %q", label)
+	}
+	raw := string(waitFile(t, filepath.Join(dir, id+ext)))
 	if n := strings.Count(raw, "\n"); n != len(want)+2 { // one multi-line message, the terminal entry
 		t.Errorf("raw text has %d lines, want %d:\n%s", n, len(want)+2, raw)
 	}
@@ -496,6 +511,10 @@ func TestConsoleBuildList(t *testing.T) {
 	const rows = `[...document.querySelectorAll('#builds tbody tr')].map(r => r.dataset.build + ':' + r.querySelector('.status').dataset.status)`
 	p.waitJS("the three builds, newest first", `JSON.stringify(`+rows+`) === '["tb_c:building","tb_b:failed","tb_a:ready"]'`, rows, 20*time.Second)
 	p.screenshot("console-list.png")
+	// A finished build's duration is its finished_at - created_at.
+	if got, want := evalJS[string](p, `document.querySelector('#builds tr[data-build="tb_a"] td:nth-child(5)').textContent`), consoleDuration(t, srv, "tb_a"); got != want {
+		t.Errorf("tb_a's duration shows %q, want %q", got, want)
+	}
 	p.do(chromedp.Click(chromedp.CSS(`#builds tr[data-build="tb_b"] a.build-link`)))
 	p.waitJS("the build page of tb_b", `location.pathname.endsWith('/console/builds/tb_b') && document.getElementById('b-status').dataset.status === 'failed'`,
 		`[location.pathname, document.getElementById('b-status').textContent]`, 20*time.Second)
@@ -728,4 +747,32 @@ func TestConsoleOmission(t *testing.T) {
 	p.do(chromedp.Navigate("about:blank"), chromedp.Navigate(srv.URL+"/console/builds/"+id+"#L104"))
 	p.waitJS("line 104 selected on load", `document.querySelector('#rows .row.sel')?.dataset.offset === '104' && document.querySelectorAll('#rows .row.omitted').length === 1`,
 		lineRows, 20*time.Second)
+}
+
+// consoleDuration is build id's finished_at - created_at as the console
+// writes durations (850ms, 4.01s, 12.3s, 4m 05s), from the times at the
+// millisecond precision a browser parses them with.
+func consoleDuration(t *testing.T, srv *proc, id string) string {
+	t.Helper()
+	var b struct {
+		CreatedAt  time.Time  `json:"created_at"`
+		FinishedAt *time.Time `json:"finished_at"`
+	}
+	_, body := srv.do("GET", "/v1/templates/builds/"+id, consoleAdmin, "")
+	if err := json.Unmarshal(body, &b); err != nil || b.FinishedAt == nil {
+		t.Fatalf("want a finished build: %s", body)
+	}
+	ms := b.FinishedAt.UnixMilli() - b.CreatedAt.UnixMilli()
+	switch s := float64(ms) / 1000; {
+	case ms < 1000:
+		return fmt.Sprintf("%dms", ms)
+	case s < 10:
+		return strconv.FormatFloat(s, 'f', 2, 64) + "s"
+	case s < 60:
+		return strconv.FormatFloat(s, 'f', 1, 64) + "s"
+	case ms < 3600_000:
+		return fmt.Sprintf("%dm %02ds", ms/60_000, ms/1000%60)
+	default:
+		return fmt.Sprintf("%dh %02dm", ms/3600_000, ms/60_000%60)
+	}
 }

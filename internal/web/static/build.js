@@ -14,7 +14,7 @@
 
 import { parse, strip, styleSpan } from './ansi.js';
 import {
-  api, apiBase, withKey, keyOrAsk, APIError, h, duration, setStatus, fmtCount, fmtTime,
+  api, apiBase, withKey, keyOrAsk, APIError, h, duration, buildTotal, setStatus, fmtCount, fmtTime,
   terminalStatuses, forgetButton,
 } from './common.js';
 
@@ -455,17 +455,21 @@ function endTime() {
   return Date.now();
 }
 
+// totalTime is the build's own duration (see buildTotal); between the
+// terminal entry and the re-read build that carries finished_at, the
+// terminal entry's time stands in for it.
+function totalTime() {
+  const b = S.build;
+  if (S.done && !b.finished_at) return S.T[S.terminal] - Date.parse(b.created_at);
+  return buildTotal(b, Date.now());
+}
+
 function updateElapsed() {
   const b = S.build;
   if (!b) return;
   const fin = S.done || terminalStatuses.includes(b.status);
-  if (b.status === 'queued' && !S.E.length) {
-    el.elapsedLabel.textContent = 'queued';
-    el.elapsed.textContent = duration(Date.now() - Date.parse(b.created_at));
-    return;
-  }
-  el.elapsedLabel.textContent = fin ? 'total' : 'elapsed';
-  el.elapsed.textContent = duration(endTime() - startTime());
+  el.elapsedLabel.textContent = b.status === 'queued' && !S.E.length ? 'queued' : fin ? 'total' : 'elapsed';
+  el.elapsed.textContent = duration(totalTime());
 }
 
 function renderTerminal(status) {
@@ -473,7 +477,7 @@ function renderTerminal(status) {
   const e = S.E[S.terminal];
   el.terminal.className = 't-' + status;
   const titles = { ready: '✓ Ready', failed: '✗ Failed', cancelled: '⊘ Cancelled', timeout: '⏱ Timed out' };
-  const parts = [h('div', 't-title', (titles[status] || status) + ' after ' + duration(endTime() - startTime()) + ': ' + strip(String(e.message)))];
+  const parts = [h('div', 't-title', (titles[status] || status) + ' after ' + duration(totalTime()) + ': ' + strip(String(e.message)))];
   if (status !== 'ready') {
     const failed = S.groups.map((g, gi) => gi).filter(gi => outcome(gi) !== 'ok');
     if (failed.length) {
