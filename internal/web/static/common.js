@@ -116,19 +116,9 @@ export function duration(ms) {
   return Math.floor(m / 60) + 'h ' + String(m % 60).padStart(2, '0') + 'm';
 }
 
-export const terminalStatuses = ['ready', 'failed', 'cancelled', 'timeout'];
-
-// buildTotal is how long a build took, or has taken so far at now (ms):
-// from created_at to finished_at, the definition the CLI uses too, so
-// that both show the same figure. A build that ended without a
-// finished_at ends at its last update. NaN when unknown.
-export function buildTotal(b, now) {
-  const start = Date.parse(b.created_at);
-  let end = now;
-  if (b.finished_at) end = Date.parse(b.finished_at);
-  else if (terminalStatuses.includes(b.status) && b.updated_at) end = Date.parse(b.updated_at);
-  return end - start;
-}
+// Pure helpers shared with the model, which must not load this module
+// (it reads location at load time; the model's tests run without a DOM).
+export { terminalStatuses, buildTotal } from './model.js';
 
 // setStatus shows a build status on a badge element.
 export function setStatus(el, status) {
