@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"buildlog"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
@@ -339,8 +342,13 @@ func TestConsoleLiveBuild(t *testing.T) {
 	}
 	p.do(chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
 	p.screenshot("console-failed-build.png")
-	if got := evalJS[string](p, `document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent`); !strings.HasPrefix(got, "total ") {
-		t.Errorf("elapsed after the end shows %q, want the total", got)
+	// The total is the build's finished_at - created_at, as the CLI's (the
+	// entries' timestamps begin 35 s before the build was created).
+	wantTotal := "total " + consoleDuration(t, srv, id)
+	p.waitJS("the total", `document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent === `+jsQuote(wantTotal),
+		`document.getElementById('b-elapsed-label').textContent + ' ' + document.getElementById('b-elapsed').textContent`, 10*time.Second)
+	if got := evalJS[string](p, `document.querySelector('#b-terminal .t-title').textContent`); !strings.HasPrefix(got, "✗ Failed after "+strings.TrimPrefix(wantTotal, "total ")+": ") {
+		t.Errorf("terminal banner %q, want the total %s", got, wantTotal)
 	}
 
 	// The timestamps toggle hides and shows the time column.
@@ -380,6 +388,9 @@ func TestConsoleLiveBuild(t *testing.T) {
 	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'error'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
 	p.waitJS("errors only", `JSON.stringify(`+lineRows+`.map(s => s.split('|')[0])) === '["6","13","14"]'`, lineRows, 10*time.Second)
 	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'debug'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
+	// The rows are redrawn on the next frame: a click before that lands
+	// where step 3's header was under the filter, on another group.
+	p.waitJS("every level again", lineRows+`.some(s => s.startsWith('5|'))`, lineRows, 10*time.Second)
 
 	// Collapsing step 3 hides its lines and keeps its header.
 	p.do(chromedp.Click(chromedp.CSS(`#rows .row.group[data-group="3"]`)))
@@ -398,7 +409,13 @@ func TestConsoleLiveBuild(t *testing.T) {
 	if a, b := decodeNDJSON(t, got), decodeNDJSON(t, api); !jsonEqual(a, b) {
 		t.Errorf("downloaded NDJSON differs from the API's:\n%s\nvs\n%s", got, api)
 	}
-	raw := string(waitFile(t, filepath.Join(dir, id+".log")))
+	// The button names the file type it saves.
+	label := evalJS[string](p, `document.getElementById('t-raw').textContent`)
+	ext, ok := strings.CutPrefix(label, "Download ")
+	if !ok || !strings.HasPrefix(ext, ".") {
+		t.Fatalf("text download button reads %q", label)
+	}
+	raw := string(waitFile(t, filepath.Join(dir, id+ext)))
 	if n := strings.Count(raw, "\n"); n != len(want)+2 { // one multi-line message, the terminal entry
 		t.Errorf("raw text has %d lines, want %d:\n%s", n, len(want)+2, raw)
 	}
@@ -494,6 +511,10 @@ func TestConsoleBuildList(t *testing.T) {
 	const rows = `[...document.querySelectorAll('#builds tbody tr')].map(r => r.dataset.build + ':' + r.querySelector('.status').dataset.status)`
 	p.waitJS("the three builds, newest first", `JSON.stringify(`+rows+`) === '["tb_c:building","tb_b:failed","tb_a:ready"]'`, rows, 20*time.Second)
 	p.screenshot("console-list.png")
+	// A finished build's duration is its finished_at - created_at.
+	if got, want := evalJS[string](p, `document.querySelector('#builds tr[data-build="tb_a"] td:nth-child(5)').textContent`), consoleDuration(t, srv, "tb_a"); got != want {
+		t.Errorf("tb_a's duration shows %q, want %q", got, want)
+	}
 	p.do(chromedp.Click(chromedp.CSS(`#builds tr[data-build="tb_b"] a.build-link`)))
 	p.waitJS("the build page of tb_b", `location.pathname.endsWith('/console/builds/tb_b') && document.getElementById('b-status').dataset.status === 'failed'`,
 		`[location.pathname, document.getElementById('b-status').textContent]`, 20*time.Second)
@@ -553,4 +574,205 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// TestConsoleOmission: a build over a small size cap. The page holds the
+// head live, loses its key (revoked: the stream ends and the page asks for
+// another) while the build runs far past the cap, and on the new key
+// resumes across the dropped range: the notice is drawn as a divider with
+// its own counts, search, permalinks on both sides and inside the range,
+// the level filter, downloads and follow all work across it.
+func TestConsoleOmission(t *testing.T) {
+	chromiumPath(t)
+	addr := freeAddr(t)
+	env := []string{"BUILDLOG_ADMIN_KEY=" + consoleAdmin}
+	args := []string{"--addr", addr, "--data", t.TempDir(), "--max-log-bytes", "4KiB", "--log-head-bytes", "1KiB"}
+	srv := startServe(t, addr, env, args...)
+	const id = "tb_capped"
+	if code, body := srv.do("POST", "/v1/templates/tmpl_cap/builds", consoleAdmin, `{"build_id":"`+id+`","total_steps":2}`); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	// Step 1 is offsets 0-4, step 2 everything after, so one group spans
+	// the dropped range.
+	entry := func(i int) ent {
+		step := 1
+		if i >= 5 {
+			step = 2
+		}
+		return ent{"phase": "step", "step_index": step, "total_steps": 2, "message": fmt.Sprintf("line %04d of a build that prints too much", i)}
+	}
+	batch := func(from, n int) []ent {
+		var es []ent
+		for i := from; i < from+n; i++ {
+			es = append(es, entry(i))
+		}
+		return es
+	}
+	appendEntries(t, srv, id, batch(0, 5)...)
+	appendEntries(t, srv, id, batch(5, 5)...)
+
+	code, body := srv.do("POST", "/v1/keys", consoleAdmin, `{"team":"default","scopes":["read"],"name":"console"}`)
+	if code != 201 {
+		t.Fatalf("creating a read key: %d %s", code, body)
+	}
+	first := mustJSON(t, body)
+
+	p := newPage(t)
+	p.do(chromedp.Navigate(srv.URL + "/console/builds/" + id))
+	p.enterKey(first["key"].(string))
+	const lastOffset = lineRows + `.at(-1)?.split('|')[0]`
+	p.waitJS("the head, live", `document.getElementById('b-conn').textContent === 'live' && `+lastOffset+` === '9'`, lineRows, 20*time.Second)
+
+	// The key goes, then the server: a stream token outlives its key, so
+	// the restart is what ends the stream, and the revoked key then keeps
+	// the page waiting for another while the build runs past its cap.
+	if code, body := srv.do("DELETE", "/v1/keys/"+first["id"].(string), consoleAdmin, ""); code/100 != 2 {
+		t.Fatalf("revoking the key: %d %s", code, body)
+	}
+	srv.kill()
+	srv = startServe(t, addr, env, args...)
+	p.waitJS("the key asked for again", `!document.getElementById('key-form').hidden`, `document.getElementById('b-conn').textContent`, 20*time.Second)
+	for b := 10; b < 100; b += 5 {
+		appendEntries(t, srv, id, batch(b, 5)...)
+	}
+	var build struct {
+		Omitted *struct{ From, To uint64 } `json:"omitted"`
+	}
+	_, body = srv.do("GET", "/v1/templates/builds/"+id, consoleAdmin, "")
+	if err := json.Unmarshal(body, &build); err != nil || build.Omitted == nil || build.Omitted.From > 10 || build.Omitted.To < 50 || build.Omitted.To >= 99 {
+		t.Fatalf("want a dropped range holding offsets 10-50 and keeping the last line: %s", body)
+	}
+	// What the page will be sent from offset 10, where it stands: the
+	// notice for the part of the range from there.
+	_, body = srv.do("GET", fmt.Sprintf("/v1/templates/builds/%s/logs?offset=10&limit=1", id), consoleAdmin, "", "Accept", "application/json")
+	var page struct {
+		Entries []struct {
+			Offset uint64 `json:"offset"`
+			Meta   struct {
+				From    uint64 `json:"omitted_from"`
+				Entries uint64 `json:"omitted_entries"`
+				Bytes   uint64 `json:"omitted_bytes"`
+			} `json:"result_metadata"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil || len(page.Entries) != 1 || page.Entries[0].Meta.From != 10 {
+		t.Fatalf("want the notice from offset 10: %s", body)
+	}
+	notice := page.Entries[0]
+	wantDivider := buildlog.Thousands(notice.Meta.Entries) + " lines (" + buildlog.HumanBytes(notice.Meta.Bytes) + ") omitted"
+
+	key := readerKey(t, srv)
+	p.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#key-form input').value = ''`))
+	p.enterKey(key)
+	const divider = `document.querySelector('#rows .row.omitted')`
+	p.waitJS("the divider and the lines after it", divider+`?.textContent === `+jsQuote("⋮"+wantDivider)+` && `+lastOffset+` === '99'`,
+		`[`+divider+`?.textContent, `+lineRows+`]`, 30*time.Second)
+	p.waitJS("live again", `document.getElementById('b-conn').textContent === 'live'`, `document.getElementById('b-conn').textContent`, 20*time.Second)
+	// The line numbers are the offsets, on both sides of the divider (whose
+	// own is the range's last); the group of step 2 goes on across it.
+	var want []string
+	for i := 0; i < 10; i++ {
+		want = append(want, fmt.Sprint(i))
+	}
+	for i := notice.Offset; i < 100; i++ {
+		want = append(want, fmt.Sprint(i))
+	}
+	p.do(chromedp.Click(chromedp.CSS("#t-follow")), chromedp.Evaluate[chromedp.Void](`document.getElementById('log').scrollTop = 0`))
+	got := evalJS[[]string](p, lineRows+`.map(s => s.split('|')[0])`)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("line numbers %v, want %v", got, want)
+	}
+	if n := evalJS[int](p, `document.querySelectorAll('#rows .row.group').length`); n != 2 {
+		t.Errorf("%d group headers, want 2 (step 2 goes on across the divider)", n)
+	}
+	if got, want := evalJS[string](p, `document.getElementById('b-count').textContent`),
+		fmt.Sprintf("%d (%s omitted)", 10+99-notice.Offset, buildlog.Thousands(notice.Meta.Entries)); got != want {
+		t.Errorf("entry count shows %q, want %q", got, want)
+	}
+	p.screenshot("console-omitted.png")
+
+	// Search finds a line after the gap, and permalinks work on both sides
+	// and inside the dropped range (its divider).
+	p.do(chromedp.SendKeys(chromedp.CSS("#t-search"), "line 0095\r"))
+	p.waitJS("the match after the gap", `document.getElementById('t-hits').textContent === '1 / 1' && document.querySelector('#rows .row.cur-match')?.dataset.offset === '95'`,
+		`document.getElementById('t-hits').textContent`, 10*time.Second)
+	for _, c := range []struct{ hash, want string }{{"#L95", "95"}, {"#L3", "3"}, {"#L50", fmt.Sprint(notice.Offset)}, {"#L97", "97"}} {
+		p.do(chromedp.Evaluate[chromedp.Void](`location.hash = '` + c.hash + `'`))
+		p.waitJS(c.hash+" selected", `document.querySelector('#rows .row.sel')?.dataset.offset === '`+c.want+`'`,
+			`[location.hash, document.querySelector('#rows .row.sel')?.dataset.offset]`, 10*time.Second)
+	}
+	if n := evalJS[int](p, `document.querySelectorAll('#rows .row.omitted.sel').length`); n != 0 {
+		t.Error("the divider still selected after #L97")
+	}
+	// The level filter never hides the divider.
+	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'error'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
+	p.waitJS("only the divider", `JSON.stringify([...document.querySelectorAll('#rows .row:not(.group)')].map(r => r.dataset.offset)) === '["`+fmt.Sprint(notice.Offset)+`"]'`,
+		lineRows, 10*time.Second)
+	p.do(chromedp.Evaluate[chromedp.Void](`(s => { s.value = 'debug'; s.dispatchEvent(new Event('change')); })(document.getElementById('t-level'))`))
+
+	// Downloads are what the page holds: offsets 0-9 as they came live
+	// (the cap has since dropped some of them), then the API's read from
+	// offset 10 exactly, notice included.
+	dir := t.TempDir()
+	p.do(func(ctx context.Context, _ *chromedp.Target) (chromedp.Void, error) {
+		_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir,
+		})
+		return chromedp.Void{}, err
+	}, chromedp.Click(chromedp.CSS("#t-ndjson")))
+	dl := waitFile(t, filepath.Join(dir, id+".ndjson"))
+	_, api := srv.do("GET", "/v1/templates/builds/"+id+"/logs?offset=10", key, "", "Accept", "application/x-ndjson")
+	held := decodeNDJSON(t, dl)
+	if len(held) < 10 {
+		t.Fatalf("downloaded NDJSON holds %d entries:\n%s", len(held), dl)
+	}
+	for i, e := range held[:10] {
+		if off := e.(map[string]any)["offset"]; off != float64(i) {
+			t.Errorf("downloaded entry %d has offset %v", i, off)
+		}
+	}
+	if a, b := held[10:], decodeNDJSON(t, api); !jsonEqual(a, b) {
+		t.Errorf("downloaded NDJSON after offset 10 differs from the API's:\n%s\nvs\n%s", dl, api)
+	}
+
+	// Follow goes on past the divider: new lines arrive live and stay in
+	// view; the range grows under the cap, which a reload shows.
+	p.do(chromedp.Click(chromedp.CSS("#t-follow")))
+	appendEntries(t, srv, id, batch(100, 5)...)
+	p.waitJS("the live lines after the divider", lastOffset+` === '104'`, lineRows+".slice(-3)", 20*time.Second)
+	if code, body := srv.do("POST", "/v1/templates/builds/"+id+"/finish", consoleAdmin, `{"status":"ready"}`); code != 200 {
+		t.Fatalf("finish: %d %s", code, body)
+	}
+	p.waitJS("the end", `document.getElementById('b-status').dataset.status === 'ready' && `+lastOffset+` === '105'`, lineRows+".slice(-3)", 20*time.Second)
+	p.do(chromedp.Navigate("about:blank"), chromedp.Navigate(srv.URL+"/console/builds/"+id+"#L104"))
+	p.waitJS("line 104 selected on load", `document.querySelector('#rows .row.sel')?.dataset.offset === '104' && document.querySelectorAll('#rows .row.omitted').length === 1`,
+		lineRows, 20*time.Second)
+}
+
+// consoleDuration is build id's finished_at - created_at as the console
+// writes durations (850ms, 4.01s, 12.3s, 4m 05s), from the times at the
+// millisecond precision a browser parses them with.
+func consoleDuration(t *testing.T, srv *proc, id string) string {
+	t.Helper()
+	var b struct {
+		CreatedAt  time.Time  `json:"created_at"`
+		FinishedAt *time.Time `json:"finished_at"`
+	}
+	_, body := srv.do("GET", "/v1/templates/builds/"+id, consoleAdmin, "")
+	if err := json.Unmarshal(body, &b); err != nil || b.FinishedAt == nil {
+		t.Fatalf("want a finished build: %s", body)
+	}
+	ms := b.FinishedAt.UnixMilli() - b.CreatedAt.UnixMilli()
+	switch s := float64(ms) / 1000; {
+	case ms < 1000:
+		return fmt.Sprintf("%dms", ms)
+	case s < 10:
+		return strconv.FormatFloat(s, 'f', 2, 64) + "s"
+	case s < 60:
+		return strconv.FormatFloat(s, 'f', 1, 64) + "s"
+	case ms < 3600_000:
+		return fmt.Sprintf("%dm %02ds", ms/60_000, ms/1000%60)
+	default:
+		return fmt.Sprintf("%dh %02dm", ms/3600_000, ms/60_000%60)
+	}
 }

@@ -3,6 +3,7 @@ package web
 import (
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -26,7 +27,11 @@ func TestPages(t *testing.T) {
 		{"/console/", "text/html", `src="static/list.js"`},
 		{"/console/builds/tb_1", "text/html", `src="../static/build.js"`},
 		{"/console/builds/some.build-id_2", "text/html", `id="log"`},
-		{"/console/static/build.js", "text/javascript", "EventSource"},
+		{"/console/static/build.js", "text/javascript", "from './network.js'"},
+		{"/console/static/network.js", "text/javascript", "EventSource"},
+		{"/console/static/model.js", "text/javascript", "export class Log"},
+		{"/console/static/view.js", "text/javascript", "export class View"},
+		{"/console/static/interaction.js", "text/javascript", "export class Interaction"},
 		{"/console/static/list.js", "text/javascript", "/v1/templates/builds?"},
 		{"/console/static/ansi.js", "text/javascript", "export function parse"},
 		{"/console/static/common.js", "text/javascript", "sessionStorage"},
@@ -85,5 +90,28 @@ func TestNoExternalReferences(t *testing.T) {
 				t.Errorf("%s contains %q", name, bad)
 			}
 		}
+	}
+}
+
+// The scripts are ES modules importing one another by relative path:
+// every import must be an embedded script, served from the same folder.
+func TestModuleImports(t *testing.T) {
+	t.Parallel()
+	importRE := regexp.MustCompile(`(?m)^\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]`)
+	seen := 0
+	for name, a := range assets {
+		if !strings.HasSuffix(name, ".js") {
+			continue
+		}
+		for _, m := range importRE.FindAllStringSubmatch(string(a.body), -1) {
+			seen++
+			target, ok := strings.CutPrefix(m[1], "./")
+			if !ok || strings.Contains(target, "/") || assets[target] == nil {
+				t.Errorf("%s imports %q, which is not an embedded script beside it", name, m[1])
+			}
+		}
+	}
+	if seen < 10 {
+		t.Errorf("found %d imports; the pattern no longer matches the scripts", seen)
 	}
 }

@@ -116,7 +116,9 @@ export function duration(ms) {
   return Math.floor(m / 60) + 'h ' + String(m % 60).padStart(2, '0') + 'm';
 }
 
-export const terminalStatuses = ['ready', 'failed', 'cancelled', 'timeout'];
+// Pure helpers shared with the model, which must not load this module
+// (it reads location at load time; the model's tests run without a DOM).
+export { terminalStatuses, buildTotal } from './model.js';
 
 // setStatus shows a build status on a badge element.
 export function setStatus(el, status) {

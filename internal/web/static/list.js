@@ -1,7 +1,7 @@
 // The build list: /console/. Newest first, filtered by status and
 // template, paged by the API's cursor, refreshed while the page is open.
 
-import { api, withKey, keyOrAsk, APIError, h, duration, setStatus, fmtCount, fmtTime, terminalStatuses, forgetButton } from './common.js';
+import { api, withKey, keyOrAsk, APIError, h, duration, buildTotal, setStatus, fmtCount, fmtTime, terminalStatuses, forgetButton } from './common.js';
 
 const $ = id => document.getElementById(id);
 const tbody = $('builds').querySelector('tbody');
@@ -31,9 +31,8 @@ function row(b) {
   link.href = 'builds/' + encodeURIComponent(b.build_id);
   let tmpl = b.template_id;
   if (b.namespace || b.name) tmpl += ' · ' + [b.namespace, b.name].filter(Boolean).join('/') + (b.version ? '@' + b.version : '');
-  const start = Date.parse(b.started_at || b.created_at);
-  const end = b.finished_at ? Date.parse(b.finished_at) : terminalStatuses.includes(b.status) ? Date.parse(b.updated_at) : Date.now();
-  const dur = b.started_at ? duration(end - start) + (b.finished_at ? '' : ' …') : '–';
+  const ended = b.finished_at || terminalStatuses.includes(b.status);
+  const dur = b.started_at || ended ? duration(buildTotal(b, Date.now())) + (ended ? '' : ' …') : '–';
   const cells = [badge, link, h('span', null, tmpl), h('span', null, fmtTime(b.created_at)), h('span', null, dur), h('span', null, fmtCount(b.entry_count ?? b.next_offset ?? 0))];
   cells.forEach((c, i) => {
     const td = h('td', i === 5 ? 'num' : null);
