@@ -139,8 +139,8 @@ func compactionCrash(t *testing.T, storeArgs []string, probe func(*testing.T) co
 	rng := rand.New(rand.NewPCG(7, 13))
 	var all []*crashBuild
 	var (
-		pr   compactProbe
-		p    *proc
+		pr          compactProbe
+		p           *proc
 		hits, kills int
 	)
 	for wave := 0; ; wave++ {
