@@ -72,6 +72,12 @@ var ErrStreamEnded = errors.New("the server ended the stream before the build fi
 // unauthorized, ...), when it sends an entry this client cannot decode (a
 // *DecodeError), when MaxRetries reconnects failed in a row, or with
 // ctx.Err() when ctx ends. Breaking out of the loop closes the connection.
+//
+// Where the server's size cap dropped the middle of the log, Stream
+// yields one omission notice in place of the dropped entries: an entry
+// whose offset is the last one dropped, so offsets jump past the range and
+// are still increasing (see OmissionOf, which tells a notice and what it
+// stands for). A reconnect after a notice resumes after the range.
 func (c *Client) Stream(ctx context.Context, buildID string, o StreamOptions) iter.Seq2[buildlog.Entry, error] {
 	return func(yield func(buildlog.Entry, error) bool) {
 		next := o.From

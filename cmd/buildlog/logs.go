@@ -17,7 +17,9 @@ const logsUsage = `Usage: buildlog logs [-f] [--from N | --tail N] [--level L] [
 
 Prints a build's log, one entry a line: time, [phase], step i/n, the level
 when it is warn or error, and the message; then a status line with the
-build's duration. With -f it follows the build live until it ends,
+build's duration. Where the server's size cap dropped the middle of a
+long log, one line says how much: ── 18,204 lines (96.1 MiB) omitted ──.
+With -f it follows the build live until it ends,
 reconnecting through dropped connections and server restarts without
 losing or repeating a line.
 
@@ -112,6 +114,8 @@ func logs(ctx context.Context, args, env []string, stdout, stderr io.Writer) err
 		if jsonOut {
 			buf = buildlog.AppendEntry(buf[:0], &e)
 			buf = append(buf, '\n')
+		} else if om, ok := client.OmissionOf(&e); ok {
+			buf = p.appendOmission(buf[:0], om)
 		} else {
 			buf = p.appendEntry(buf[:0], &e)
 		}
@@ -258,6 +262,13 @@ func (p printer) appendEntry(dst []byte, e *buildlog.Entry) []byte {
 		dst = append(dst, msg...)
 	}
 	return append(dst, '\n')
+}
+
+// appendOmission appends the line that stands for what the server's size
+// cap dropped: "── 18,204 lines (96.1 MiB) omitted ──".
+func (p printer) appendOmission(dst []byte, om client.Omission) []byte {
+	s := fmt.Sprintf("── %s lines (%s) omitted ──", buildlog.Thousands(om.Entries), buildlog.HumanBytes(om.Bytes))
+	return append(p.paint(dst, sgrYellow, s), '\n')
 }
 
 // statusLine sums the build up: its status and how long it ran.

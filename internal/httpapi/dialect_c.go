@@ -68,33 +68,38 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 	// The lines below the build's NextOffset, read once, never change; the
 	// page and its token are both cut at that snapshot. The page is written
 	// as it is read, as dialect A's JSON page is: 10,000 lines of 64 KiB
-	// messages must not sit in memory.
-	to := min(from+uint64(limit), b.NextOffset)
+	// messages must not sit in memory. limit counts lines, not offsets: an
+	// omission notice is one line at the end of the range it stands for,
+	// so a page that meets one spans more offsets than lines (bounding
+	// offsets instead gave a page starting in a range longer than limit no
+	// line and a token back to where it started, forever).
+	to := b.NextOffset
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	s := &streamWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 8<<10)}
 	s.buf = append(s.buf, `{"logs":[`...)
-	next, sent := from, false
+	next, sent, n := from, false, 0
 	if from < to {
 		var lineErr, writeErr error
 		err := a.scanLog(r.Context(), b, from, func(_ buildlog.Chunk, off uint64, line []byte) bool {
 			if off >= to {
 				return false
 			}
-			if off > from {
+			if n > 0 {
 				s.buf = append(s.buf, ',')
 			}
 			if s.buf, lineErr = appendCLine(s.buf, line); lineErr != nil {
 				return false
 			}
 			next = off + 1
+			n++
 			if len(s.buf) >= flushAt {
 				sent = true
 				if writeErr = s.flush(); writeErr != nil {
 					return false
 				}
 			}
-			return next < to
+			return n < limit && next < to
 		})
 		if err == nil {
 			err = cmp.Or(lineErr, writeErr) // a page cut short must not end as if whole

@@ -55,9 +55,21 @@ const (
 	frameCacheCalls = 4096
 )
 
-// shareable says a rendering of chunks may go through the cache.
+// shareable says a rendering of chunks may go through the cache. Not
+// when they hold an omission notice: a notice stands for the part of the
+// dropped range from where its reader came to it, which the key (the
+// chunks' offsets) does not say, so two readers with the same key may
+// need different notices. Notices are rare; rendering them apart is cheap.
 func shareable(chunks []buildlog.Chunk) bool {
-	return len(chunks) > 0 && size(chunks) <= sharedInput
+	if len(chunks) == 0 || size(chunks) > sharedInput {
+		return false
+	}
+	for _, c := range chunks {
+		if c.Notice {
+			return false
+		}
+	}
+	return true
 }
 
 // get returns the rendering of k, made by render once for every caller

@@ -142,9 +142,9 @@ func Plan(pieces []Piece, target int, all bool, keep int) []Run {
 }
 
 // Background runs a store's compaction passes on a goroutine of its own:
-// every interval, and at once when kicked (a build finished). The zero
-// value is stopped; Stop waits for a pass under way to end, so a store
-// stops it before it closes its writer.
+// one at start, then every interval, and at once when kicked (a build
+// finished). The zero value is stopped; Stop waits for a pass under way
+// to end, so a store stops it before it closes its writer.
 type Background struct {
 	mu     sync.Mutex
 	kick   chan struct{}
@@ -168,17 +168,20 @@ func (b *Background) Start(interval time.Duration, pass func(ctx context.Context
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-b.kick:
-			}
+			// The first pass runs at once: a server restarted after a
+			// crash goes on with the compaction it had under way rather
+			// than an interval later.
 			for ctx.Err() == nil {
 				more, err := pass(ctx)
 				if err != nil || !more {
 					break
 				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-b.kick:
 			}
 		}
 	}()

@@ -308,21 +308,30 @@ func testCapRetries(t *testing.T, s buildlog.Store) {
 	if b.Omitted == nil {
 		t.Fatal("nothing omitted")
 	}
+	// Each retry is asked twice: the answer is the same both times.
 	for i, batch := range batches {
 		fo := *batch.FirstOffset
-		res, err := s.Append(t.Context(), "capr", batch, At(3))
-		inRange := fo >= b.Omitted.From && fo <= b.Omitted.To
-		switch {
-		case inRange:
-			wantCode(t, err, buildlog.EConflict, fmt.Sprintf("retry of dropped batch %d", i))
-			var e *buildlog.Error
-			if !errors.As(err, &e) || e.NextOffset == nil || *e.NextOffset != next {
-				t.Fatalf("retry of dropped batch %d: %v, want next_offset %d", i, err, next)
-			}
-		default:
-			if err != nil || !res.Replayed {
-				t.Fatalf("retry of kept batch %d at %d: %+v, %v", i, fo, res, err)
+		for try := range 2 {
+			res, err := s.Append(t.Context(), "capr", batch, At(3))
+			inRange := fo >= b.Omitted.From && fo <= b.Omitted.To
+			switch {
+			case inRange:
+				wantCode(t, err, buildlog.EConflict, fmt.Sprintf("retry %d of dropped batch %d", try, i))
+				var e *buildlog.Error
+				if !errors.As(err, &e) || e.NextOffset == nil || *e.NextOffset != next {
+					t.Fatalf("retry %d of dropped batch %d: %v, want next_offset %d", try, i, err, next)
+				}
+			default:
+				if err != nil || !res.Replayed || res.FirstOffset != fo || res.NextOffset != fo+3 {
+					t.Fatalf("retry %d of kept batch %d at %d: %+v, %v", try, i, fo, res, err)
+				}
 			}
 		}
+	}
+	// Retries change nothing: not the log's end, the range, the kept bytes.
+	after := getBuild(t, s, "capr")
+	if after.NextOffset != b.NextOffset || *after.Omitted != *b.Omitted || after.KeptBytes != b.KeptBytes {
+		t.Fatalf("after the retries: next %d, omitted %+v, kept %d; before: %d, %+v, %d",
+			after.NextOffset, after.Omitted, after.KeptBytes, b.NextOffset, b.Omitted, b.KeptBytes)
 	}
 }
