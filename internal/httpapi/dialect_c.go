@@ -66,27 +66,31 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 		from = b.NextOffset - min(uint64(limit), b.NextOffset)
 	}
 	// The lines below the build's NextOffset, read once, never change; the
-	// page and its token are both cut at that snapshot. The page is written
-	// as it is read, as dialect A's JSON page is: 10,000 lines of 64 KiB
-	// messages must not sit in memory.
-	to := min(from+uint64(limit), b.NextOffset)
+	// page and its token are both cut at that snapshot. A page holds up to
+	// limit lines, counted as lines rather than offsets: an omission notice
+	// is one line standing for many offsets, and a page that stopped at
+	// from+limit offsets would never reach a notice further on. The page
+	// is written as it is read, as dialect A's JSON page is: 10,000 lines
+	// of 64 KiB messages must not sit in memory.
+	end := b.NextOffset
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	s := &streamWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 8<<10)}
 	s.buf = append(s.buf, `{"logs":[`...)
-	next, sent := from, false
-	if from < to {
+	next, n, sent := from, 0, false
+	if from < end {
 		var lineErr, writeErr error
 		err := a.scanLog(r.Context(), b, from, func(_ buildlog.Chunk, off uint64, line []byte) bool {
-			if off >= to {
+			if off >= end {
 				return false
 			}
-			if off > from {
+			if n > 0 {
 				s.buf = append(s.buf, ',')
 			}
 			if s.buf, lineErr = appendCLine(s.buf, line); lineErr != nil {
 				return false
 			}
+			n++
 			next = off + 1
 			if len(s.buf) >= flushAt {
 				sent = true
@@ -94,7 +98,7 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 					return false
 				}
 			}
-			return next < to
+			return n < limit && next < end
 		})
 		if err == nil {
 			err = cmp.Or(lineErr, writeErr) // a page cut short must not end as if whole
@@ -108,7 +112,7 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.buf = append(s.buf, ']')
-	if next < b.NextOffset || !b.Status.Terminal() {
+	if next < end || !b.Status.Terminal() {
 		s.buf = append(s.buf, `,"nextToken":`...)
 		s.buf = buildlog.AppendJSONString(s.buf, a.signPageToken(b.ID, next))
 	}
