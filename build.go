@@ -194,6 +194,9 @@ type Finish struct {
 // DecodeFinish parses and validates a finish body.
 func DecodeFinish(body []byte) (*Finish, error) {
 	var f Finish
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, Errorf(EInvalid, `body: empty; want {"status": "ready" | "failed" | "cancelled" | "timeout"}`)
+	}
 	if err := strictUnmarshal(body, &f); err != nil {
 		return nil, Errorf(EInvalid, "body%s", fieldProblem(err))
 	}

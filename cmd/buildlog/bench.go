@@ -97,7 +97,7 @@ func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	fs.BoolVar(&quiet, "q", false, "no progress lines on stderr")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
+		printDefaults(fs)
 	}
 	if err := parseFlagsOnly(fs, args); err != nil {
 		if errors.Is(err, errHelp) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -36,16 +37,18 @@ type clientFlags struct {
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	cf := &clientFlags{}
 	fs.StringVar(&cf.url, "url", "", "server URL (default $BUILDLOG_URL, else "+defaultURL+")")
-	fs.StringVar(&cf.key, "api-key", "", "API key (default $BUILDLOG_API_KEY)")
+	fs.StringVar(&cf.key, "api-key", "", "API key (default $BUILDLOG_API_KEY, else $BUILDLOG_ADMIN_KEY)")
 	return cf
 }
 
 // client makes the API client, taking what the flags left out from the
-// environment. Only BUILDLOG_URL and BUILDLOG_API_KEY are read: the other
-// BUILDLOG_* variables configure serve, and must not change what a client
-// command does.
+// environment: BUILDLOG_URL, and the key from BUILDLOG_API_KEY or, when
+// that is unset, BUILDLOG_ADMIN_KEY, so that the operator who started the
+// server with an admin key can use the CLI beside it without copying the
+// key into a second variable. The other BUILDLOG_* variables configure
+// serve and must not change what a client command does.
 func (cf *clientFlags) client(env []string) (*client.Client, error) {
-	url, key := cf.url, cf.key
+	url := cf.url
 	if url == "" {
 		url = getenv(env, "BUILDLOG_URL")
 	}
@@ -55,13 +58,26 @@ func (cf *clientFlags) client(env []string) (*client.Client, error) {
 	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
 		return nil, usageError{fmt.Sprintf("server URL %q: want http://host:port or https://...", url)}
 	}
+	key, err := cf.apiKey(env)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(url, key, nil), nil
+}
+
+// apiKey is --api-key, else BUILDLOG_API_KEY, else BUILDLOG_ADMIN_KEY.
+func (cf *clientFlags) apiKey(env []string) (string, error) {
+	key := cf.key
 	if key == "" {
 		key = getenv(env, "BUILDLOG_API_KEY")
 	}
 	if key == "" {
-		return nil, usageError{"no API key: set BUILDLOG_API_KEY or pass --api-key"}
+		key = getenv(env, "BUILDLOG_ADMIN_KEY")
 	}
-	return client.New(url, key, nil), nil
+	if key == "" {
+		return "", usageError{"no API key: set BUILDLOG_API_KEY (or BUILDLOG_ADMIN_KEY) or pass --api-key"}
+	}
+	return key, nil
 }
 
 // newFlagSet is a flag set whose -h prints usage (a synopsis, a description
@@ -72,23 +88,77 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fmt.Fprint(stderr, "\nFlags:\n")
-		fs.PrintDefaults()
+		printDefaults(fs)
 	}
 	return fs
 }
 
+// printDefaults is fs.PrintDefaults without the flag package's own
+// "(default …)" on flags whose usage already states the default in words:
+// durations and sizes would otherwise read "(default 1m) (default 1m0s)".
+func printDefaults(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.Contains(f.Usage, "(default") {
+			f.DefValue = zeroString(f.Value)
+		}
+	})
+	fs.PrintDefaults()
+}
+
+// zeroString is what the zero value of v's type prints: the flag package
+// leaves out the default of a flag whose DefValue is that.
+func zeroString(v flag.Value) (s string) {
+	defer func() {
+		if recover() != nil {
+			s = ""
+		}
+	}()
+	t := reflect.TypeOf(v)
+	var z reflect.Value
+	if t.Kind() == reflect.Pointer {
+		z = reflect.New(t.Elem())
+	} else {
+		z = reflect.Zero(t)
+	}
+	return z.Interface().(flag.Value).String()
+}
+
+// parseFlags parses args with fs. A mistake is one line naming it and
+// pointing at -h (exit 2), not the whole help; -h prints the help and is
+// errHelp.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	// The flag package prints its error and then the usage; both are
+	// printed here instead, the usage only when asked for.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		if usage != nil {
+			usage()
+		} else {
+			fs.PrintDefaults()
+		}
+		return errHelp
+	}
+	fmt.Fprintf(out, "buildlog %s: %v (see buildlog %s -h)\n", fs.Name(), err, fs.Name())
+	return exitError(exitUsage)
+}
+
 // parseArgs parses flags given before, between or after the positional
 // arguments (`logs BUILD_ID -f` works as `logs -f BUILD_ID`); everything
-// after "--" is positional. -h is errHelp; a bad flag, already reported by
-// the flag package, exits 2.
+// after "--" is positional. -h is errHelp; a bad flag, reported in one
+// line by parseFlags, exits 2.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, errHelp
-			}
-			return nil, exitError(exitUsage)
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		rest := fs.Args()
 		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
@@ -103,14 +173,11 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // parseFlagsOnly parses the flags of a command that takes no positional
-// arguments (serve, bench, copy-store). -h is errHelp; a bad flag, already
-// reported by the flag package, exits 2.
+// arguments (serve, bench, copy-store). -h is errHelp; a bad flag,
+// reported in one line by parseFlags, exits 2.
 func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return exitError(exitUsage)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
@@ -173,6 +240,21 @@ func (m colorMode) enabled(out io.Writer, env []string) bool {
 func isTerminal(rw any) bool {
 	f, ok := rw.(*os.File)
 	return ok && isatty.IsTerminal(f.Fd())
+}
+
+// buildDuration is how long build b took, or has taken so far at now:
+// from its created_at to its finished_at, the build's own timestamps, so
+// the CLI and the console show the same figure for the same build (a
+// build queued before its first append counts that wait too).
+func buildDuration(b *buildlog.Build, now time.Time) time.Duration {
+	end := now
+	if b.FinishedAt != nil {
+		end = *b.FinishedAt
+	}
+	if end.Before(b.CreatedAt) {
+		return 0
+	}
+	return end.Sub(b.CreatedAt)
 }
 
 // shortDuration rounds d for people: ms under a minute, seconds above.

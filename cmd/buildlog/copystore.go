@@ -42,7 +42,7 @@ func copyStoreCmd(ctx context.Context, args, env []string, stdout, stderr io.Wri
 	dsn := fs.String("store", "", "postgres:// URL of the database to copy into")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, copyStoreUsage)
-		fs.PrintDefaults()
+		printDefaults(fs)
 	}
 	if err := parseFlagsOnly(fs, args); err != nil {
 		if errors.Is(err, errHelp) {

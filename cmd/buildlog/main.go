@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -36,9 +37,18 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-const usage = `buildlog stores the logs of template builds and streams them.
+const usage = "buildlog stores the logs of template builds and streams them.\n\n" + commands + `
+Each command takes -h for its flags and an example. The client commands
+read the server from BUILDLOG_URL and the key from BUILDLOG_API_KEY (or,
+when that is unset, BUILDLOG_ADMIN_KEY).
 
-Usage:
+Environment: every serve flag is also BUILDLOG_<FLAG> (--idle-timeout is
+BUILDLOG_IDLE_TIMEOUT); a flag on the command line wins.
+`
+
+// commands is the synopsis part of usage, which a mistake in the command
+// name is answered with.
+const commands = `Usage:
   buildlog serve [flags]                 run the server
   buildlog logs [-f] [--from N] BUILD_ID print (and follow) a build's log
   buildlog run --template T -- CMD...    run a command as a build
@@ -49,12 +59,6 @@ Usage:
   buildlog bench [flags]                 measure a server on this machine
   buildlog copy-store --data DIR --store postgres://...
                                          copy the embedded store into PostgreSQL
-
-Each command takes -h for its flags and an example. The client commands
-read the server from BUILDLOG_URL and the key from BUILDLOG_API_KEY.
-
-Environment: every serve flag is also BUILDLOG_<FLAG> (--idle-timeout is
-BUILDLOG_IDLE_TIMEOUT); a flag on the command line wins.
 `
 
 // run is the whole program with its inputs injected, so tests can run it.
@@ -85,7 +89,12 @@ func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stder
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
-		fmt.Fprintf(stderr, "buildlog: unknown command %q\n\n%s", args[0], usage)
+		what := "command"
+		if strings.HasPrefix(args[0], "-") {
+			// Flags belong to commands: buildlog itself takes only -h.
+			what = "flag"
+		}
+		fmt.Fprintf(stderr, "buildlog: unknown %s %q\n\n%s\nRun 'buildlog -h' for more.\n", what, args[0], commands)
 		return exitError(2)
 	}
 	var ue usageError

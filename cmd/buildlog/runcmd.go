@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -66,11 +65,8 @@ func runBuild(ctx context.Context, args, env []string, stdin io.Reader, stdout, 
 	fs.IntVar(&maxBuffered, "max-buffered", maxBuffered, "lines held while the server is unreachable before CMD's output is held up")
 	cf := addClientFlags(fs)
 	// Flags end at the command: its own flags are its own.
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return exitError(exitUsage)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {

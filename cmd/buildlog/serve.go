@@ -88,7 +88,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(sizeValue{&c.logHeadBytes}, "log-head-bytes", "bytes from the start of a log always kept under --max-log-bytes (default 1MiB)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
-		fs.PrintDefaults()
+		printDefaults(fs)
 	}
 	return fs, c
 }

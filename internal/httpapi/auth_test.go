@@ -140,3 +140,13 @@ func TestStreamTokens(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	s.want(s.do("GET", "/v1/templates/builds/"+id+"?token="+tok, "", nil), 401)
 }
+
+// Error bodies read as written: JSON's HTML escaping would turn the
+// "<key>" of this message into \u003ckey\u003e for every curl user.
+func TestErrorBodyNotHTMLEscaped(t *testing.T) {
+	s := newServer(t)
+	r := s.want(s.do("GET", "/v1/templates/builds/x", "", nil), 401)
+	if want := `"message":"missing Authorization: Bearer <key>"`; !strings.Contains(string(r.body), want) {
+		t.Fatalf("body %s, want it to contain %s", r.body, want)
+	}
+}
