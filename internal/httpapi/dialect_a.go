@@ -142,25 +142,21 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 	if q.form == formJSON {
 		return a.logPage(w, r, b, from, q)
 	}
-	if b.Status.Terminal() && from >= b.NextOffset {
-		// Nothing will ever come: 204 is what stops an EventSource from
-		// reconnecting forever.
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+	contentType := "text/event-stream; charset=utf-8"
+	if q.form == formNDJSON {
+		contentType = "application/x-ndjson"
 	}
-	release, err := a.openStream(p)
-	if err != nil {
+	s, release, err := a.begin(w, p, b, from, contentType)
+	if s == nil {
 		return err
 	}
 	defer release()
 
 	var (
-		s         *streamWriter
 		frame     func(off uint64, line []byte)
 		keepalive func() error
 	)
 	if q.form == formNDJSON {
-		s = startStream(w, "application/x-ndjson")
 		frame = func(_ uint64, line []byte) {
 			s.grab()
 			s.buf = append(append(s.buf, line...), '\n')
@@ -172,10 +168,6 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 			return s.flush()
 		}
 	} else {
-		s = startStream(w, "text/event-stream; charset=utf-8")
-		if err := s.sseRetry(); err != nil {
-			return nil
-		}
 		frame = func(off uint64, line []byte) { s.sseFrame(off, "log", line) }
 		keepalive = s.sseKeepalive
 	}

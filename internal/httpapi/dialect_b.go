@@ -48,20 +48,11 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		// A newer build of the version has started since the token was made.
 		return unauthorized("this stream token is for another build; the newest build of this version is another one")
 	}
-	if b.Status.Terminal() && from >= b.NextOffset {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	release, err := a.openStream(p)
-	if err != nil {
+	s, release, err := a.begin(w, p, b, from, "text/event-stream; charset=utf-8")
+	if s == nil {
 		return err
 	}
 	defer release()
-
-	s := startStream(w, "text/event-stream; charset=utf-8")
-	if err := s.sseRetry(); err != nil {
-		return nil
-	}
 	var frame []byte
 	// Every entry is a frame: B has no filter.
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {

@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"buildlog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +52,31 @@ func (s *streamWriter) release() {
 		bufPool.Put(&b)
 	}
 	s.buf = nil
+}
+
+// begin opens a stream of b from offset from for p, as both streaming
+// dialects do: 204 No Content and a nil writer when the build has ended and
+// nothing will ever come, which is what stops an EventSource from
+// reconnecting forever; otherwise a stream slot within the limits (429
+// past them), the headers and, for an event stream, its reconnect delay.
+// release gives the slot back. A nil writer with a nil error also means
+// the client left before the stream began.
+func (a *API) begin(w http.ResponseWriter, p *principal, b *buildlog.Build, from uint64, contentType string) (s *streamWriter, release func(), err error) {
+	if b.Status.Terminal() && from >= b.NextOffset {
+		w.WriteHeader(http.StatusNoContent)
+		return nil, nil, nil
+	}
+	if release, err = a.openStream(p); err != nil {
+		return nil, nil, err
+	}
+	s = startStream(w, contentType)
+	if strings.HasPrefix(contentType, "text/event-stream") {
+		if err := s.sseRetry(); err != nil {
+			release()
+			return nil, nil, nil
+		}
+	}
+	return s, release, nil
 }
 
 func startStream(w http.ResponseWriter, contentType string) *streamWriter {
