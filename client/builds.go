@@ -142,19 +142,17 @@ func retryAfter(err error) time.Duration {
 	return 0
 }
 
-// Duration is how long the build has run: from its first append (or its
-// creation, if it never got one) to its end, or to now while it runs.
+// Duration is how long build b took, or has taken so far at now: from
+// its created_at to its finished_at, the build's own timestamps, so that
+// the CLI, the console and programs show the same figure for the same
+// build (a build queued before its first append counts that wait too).
 func Duration(b *buildlog.Build, now time.Time) time.Duration {
-	start := b.CreatedAt
-	if b.StartedAt != nil {
-		start = *b.StartedAt
-	}
 	end := now
 	if b.FinishedAt != nil {
 		end = *b.FinishedAt
 	}
-	if end.Before(start) {
+	if end.Before(b.CreatedAt) {
 		return 0
 	}
-	return end.Sub(start)
+	return end.Sub(b.CreatedAt)
 }

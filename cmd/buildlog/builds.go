@@ -87,7 +87,7 @@ func buildsLs(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	now := time.Now()
 	for _, b := range page.Builds {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", b.ID, b.TemplateID, b.Status,
-			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), shortDuration(buildDuration(b, now)), b.NextOffset)
+			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), shortDuration(client.Duration(b, now)), b.NextOffset)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -143,7 +143,7 @@ func buildsGet(ctx context.Context, args, env []string, stdout, stderr io.Writer
 	row("created", ts(&b.CreatedAt))
 	row("started", ts(b.StartedAt))
 	row("finished", ts(b.FinishedAt))
-	row("duration", shortDuration(buildDuration(b, time.Now())))
+	row("duration", shortDuration(client.Duration(b, time.Now())))
 	row("entries", fmt.Sprint(b.NextOffset))
 	row("result", strings.TrimSpace(string(b.Result)))
 	return tw.Flush()

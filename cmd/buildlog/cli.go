@@ -242,21 +242,6 @@ func isTerminal(rw any) bool {
 	return ok && isatty.IsTerminal(f.Fd())
 }
 
-// buildDuration is how long build b took, or has taken so far at now:
-// from its created_at to its finished_at, the build's own timestamps, so
-// the CLI and the console show the same figure for the same build (a
-// build queued before its first append counts that wait too).
-func buildDuration(b *buildlog.Build, now time.Time) time.Duration {
-	end := now
-	if b.FinishedAt != nil {
-		end = *b.FinishedAt
-	}
-	if end.Before(b.CreatedAt) {
-		return 0
-	}
-	return end.Sub(b.CreatedAt)
-}
-
 // shortDuration rounds d for people: ms under a minute, seconds above.
 func shortDuration(d time.Duration) string {
 	switch {

@@ -278,10 +278,10 @@ func (p printer) statusLine(id string, status buildlog.Status, b *buildlog.Build
 	case b == nil:
 		s = fmt.Sprintf("==> build %s %s", id, status)
 	case status.Terminal():
-		s = fmt.Sprintf("==> build %s %s in %s", id, status, shortDuration(buildDuration(b, time.Now())))
+		s = fmt.Sprintf("==> build %s %s in %s", id, status, shortDuration(client.Duration(b, time.Now())))
 	default:
 		s = fmt.Sprintf("==> build %s %s for %s so far (%d entries)", id, status,
-			shortDuration(buildDuration(b, time.Now())), b.NextOffset)
+			shortDuration(client.Duration(b, time.Now())), b.NextOffset)
 	}
 	switch {
 	case !p.color:

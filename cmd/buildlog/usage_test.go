@@ -1,6 +1,7 @@
 package main
 
 import (
+	"buildlog/client"
 	"bytes"
 	"context"
 	"errors"
@@ -134,14 +135,14 @@ func TestBuildDuration(t *testing.T) {
 	created := time.Date(2026, 3, 17, 0, 0, 0, 0, time.UTC)
 	started, finished := created.Add(200*time.Millisecond), created.Add(4010*time.Millisecond)
 	b := &buildlog.Build{ID: "b1", Status: buildlog.StatusReady, CreatedAt: created, StartedAt: &started, FinishedAt: &finished}
-	if got, want := buildDuration(b, finished.Add(time.Hour)), 4010*time.Millisecond; got != want {
+	if got, want := client.Duration(b, finished.Add(time.Hour)), 4010*time.Millisecond; got != want {
 		t.Errorf("finished build: %s, want %s", got, want)
 	}
 	if got, want := (printer{}).statusLine("b1", b.Status, b), "==> build b1 ready in 4.01s"; got != want {
 		t.Errorf("status line %q, want %q", got, want)
 	}
 	running := &buildlog.Build{ID: "b2", Status: buildlog.StatusBuilding, CreatedAt: created, StartedAt: &started}
-	if got, want := buildDuration(running, created.Add(time.Minute)), time.Minute; got != want {
+	if got, want := client.Duration(running, created.Add(time.Minute)), time.Minute; got != want {
 		t.Errorf("running build: %s, want %s", got, want)
 	}
 }
