@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -50,8 +48,7 @@ Flags:
 `
 
 func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench", benchUsage, stderr)
 	var (
 		cfg        bench.Config
 		quick      bool
@@ -95,14 +92,7 @@ func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	fs.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of this process to FILE (the server too with --in-process)")
 	fs.StringVar(&cfg.HeapProfile, "memprofile", "", "with --in-process: write a heap profile to FILE once every fan-out follower is connected")
 	fs.BoolVar(&quiet, "q", false, "no progress lines on stderr")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		printDefaults(fs)
-	}
-	if err := parseFlagsOnly(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
+	if help, err := parseCommand(fs, args, nil); help || err != nil {
 		return err
 	}
 	for _, s := range []string{only, scenario} {

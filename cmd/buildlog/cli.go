@@ -87,10 +87,29 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
-		fmt.Fprint(stderr, "\nFlags:\n")
+		if !strings.HasSuffix(usage, ":\n") { // a usage may name its flags' heading itself
+			fmt.Fprint(stderr, "\nFlags:\n")
+		}
 		printDefaults(fs)
 	}
 	return fs
+}
+
+// parseCommand parses the flags of a command that takes no arguments and
+// then, when env is given, BUILDLOG_<FLAG> for each flag not given. help
+// is true when -h was asked for: its usage is printed, and the command
+// has nothing more to do.
+func parseCommand(fs *flag.FlagSet, args, env []string) (help bool, err error) {
+	if err := parseFlagsOnly(fs, args); err != nil {
+		if errors.Is(err, errHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	if env != nil {
+		return false, envFlags(fs, env)
+	}
+	return false, nil
 }
 
 // printDefaults is fs.PrintDefaults without the flag package's own

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,21 +35,10 @@ Flags (each also BUILDLOG_<FLAG>, as for serve):
 `
 
 func copyStoreCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("copy-store", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("copy-store", copyStoreUsage, stderr)
 	data := fs.String("data", "./buildlog-data", "directory of the embedded store to copy")
 	dsn := fs.String("store", "", "postgres:// URL of the database to copy into")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, copyStoreUsage)
-		printDefaults(fs)
-	}
-	if err := parseFlagsOnly(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
-		return err
-	}
-	if err := envFlags(fs, env); err != nil {
+	if help, err := parseCommand(fs, args, env); help || err != nil {
 		return err
 	}
 	if !strings.HasPrefix(*dsn, "postgres://") && !strings.HasPrefix(*dsn, "postgresql://") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +47,14 @@ type serveConfig struct {
 	logHeadBytes     int64
 }
 
+const serveUsage = `Usage: buildlog serve [flags]
+
+Runs the server. Example:
+  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data
+
+Flags (each also BUILDLOG_<FLAG>):
+`
+
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	c := &serveConfig{
 		idleTimeout:     30 * time.Minute,
@@ -62,8 +69,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		maxLogBytes:     buildlog.DefaultLogCap.MaxBytes,
 		logHeadBytes:    buildlog.DefaultLogCap.HeadBytes,
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", serveUsage, stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on")
 	fs.StringVar(&c.data, "data", "./buildlog-data", "directory of the embedded SQLite store")
 	fs.StringVar(&c.store, "store", "", "store URL: postgres://... selects PostgreSQL (then --data is unused)")
@@ -86,10 +92,6 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.BoolVar(&c.webhookPrivate, "webhook-allow-private", false, "let webhooks target loopback, private and link-local addresses (tests, internal networks)")
 	fs.Var(capSizeValue{&c.maxLogBytes}, "max-log-bytes", "most bytes of one build's log kept (its head and its most recent entries); 0 for no cap (default 100MiB)")
 	fs.Var(sizeValue{&c.logHeadBytes}, "log-head-bytes", "bytes from the start of a log always kept under --max-log-bytes (default 1MiB)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: buildlog serve [flags]\n\nRuns the server. Example:\n  BUILDLOG_ADMIN_KEY=secret buildlog serve --addr 127.0.0.1:8080 --data ./buildlog-data\n\nFlags (each also BUILDLOG_<FLAG>):\n")
-		printDefaults(fs)
-	}
 	return fs, c
 }
 
@@ -101,13 +103,7 @@ const defaultRatePerKey = 1000
 
 func serve(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	fs, c := serveFlags(stderr)
-	if err := parseFlagsOnly(fs, args); err != nil {
-		if errors.Is(err, errHelp) {
-			return nil
-		}
-		return err
-	}
-	if err := envFlags(fs, env); err != nil {
+	if help, err := parseCommand(fs, args, env); help || err != nil {
 		return err
 	}
 	var level slog.Level
