@@ -91,16 +91,8 @@ func (r *runner) fanout(ctx context.Context) error {
 
 	// Connect the followers, a few at a time (a burst of thousands of
 	// dials overflows the listen backlog and measures SYN retries).
-	tr := &http.Transport{
-		DialContext:        (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-		MaxConnsPerHost:    0,
-		ReadBufferSize:     4 << 10,
-		WriteBufferSize:    1 << 10,
-	}
-	hc := &http.Client{Transport: tr}
-	defer tr.CloseIdleConnections()
+	hc, closeIdle := followerClient()
+	defer closeIdle()
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -109,18 +101,9 @@ func (r *runner) fanout(ctx context.Context) error {
 		ended     sync.WaitGroup
 		entries   atomic.Int64 // entries delivered, over all followers
 		complete  atomic.Int64 // followers that got every entry and the end
-		failMu    sync.Mutex
-		fails     []error
+		fails     failures
 	)
-	fail := func(err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		if len(fails) < 5 {
-			fails = append(fails, err)
-		} else {
-			fails = append(fails, nil) // counted, not kept
-		}
-	}
+	fail := fails.add
 	url := srv.URL + "/v1/templates/builds/" + id + "/logs?follow=true"
 	gate := make(chan struct{}, 32)
 	connectStart := time.Now()
@@ -155,8 +138,8 @@ func (r *runner) fanout(ctx context.Context) error {
 	defer func() { cancel(); ended.Wait() }()
 	connected.Wait()
 	connectTime := time.Since(connectStart)
-	if len(fails) > 0 {
-		return fmt.Errorf("%d of %d followers failed to connect: %v", len(fails), F, fails[0])
+	if n, first := fails.get(); n > 0 {
+		return fmt.Errorf("%d of %d followers failed to connect: %v", n, F, first)
 	}
 	r.progress("fanout: %d followers connected in %.1fs", F, connectTime.Seconds())
 	time.Sleep(500 * time.Millisecond)
@@ -280,20 +263,50 @@ produce:
 				bytesPer.format(float64(rss0)), bytesPer.format(float64(rssPeak)), where)},
 		)
 	}
-	if got := entries.Load(); got != want || len(fails) > 0 {
+	failed, first := fails.get()
+	if got := entries.Load(); got != want || failed > 0 {
 		return fmt.Errorf("%d of %d deliveries, %d of %d followers complete, %d failed (first: %v)",
-			got, want, complete.Load(), F, len(fails), firstErr(fails))
+			got, want, complete.Load(), F, failed, first)
 	}
 	r.figs = append(r.figs, figure{scenario: "fan-out", name: "deliveries", text: fmt.Sprintf(
 		"all %s (%d followers × %d entries), in order, no gaps", thousands(want), F, sent+1)})
 	return nil
 }
 
-func firstErr(errs []error) error {
-	if len(errs) == 0 {
-		return nil
+// followerClient is the HTTP client of many followers: a connection each,
+// never pooled, with small buffers, so the bench's own memory stays small
+// beside the server's.
+func followerClient() (*http.Client, func()) {
+	tr := &http.Transport{
+		DialContext:        (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+		ReadBufferSize:     4 << 10,
+		WriteBufferSize:    1 << 10,
 	}
-	return errs[0]
+	return &http.Client{Transport: tr}, tr.CloseIdleConnections
+}
+
+// failures counts followers' errors and keeps the first.
+type failures struct {
+	mu    sync.Mutex
+	n     int
+	first error
+}
+
+func (f *failures) add(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.first = err
+	}
+	f.n++
+}
+
+func (f *failures) get() (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n, f.first
 }
 
 type followerKey struct{ id, secret string }

@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -59,15 +57,8 @@ func (r *runner) farm(ctx context.Context) error {
 		}
 	}()
 
-	tr := &http.Transport{
-		DialContext:        (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-		ReadBufferSize:     4 << 10,
-		WriteBufferSize:    1 << 10,
-	}
-	hc := &http.Client{Transport: tr}
-	defer tr.CloseIdleConnections()
+	hc, closeIdle := followerClient()
+	defer closeIdle()
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -75,14 +66,9 @@ func (r *runner) farm(ctx context.Context) error {
 		connected sync.WaitGroup
 		ended     sync.WaitGroup
 		got       = make([]int64, total) // entries each follower received
-		failMu    sync.Mutex
-		fails     []error
+		fails     failures
 	)
-	fail := func(err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		fails = append(fails, err)
-	}
+	fail := fails.add
 	gate := make(chan struct{}, 32)
 	connected.Add(total)
 	ended.Add(total)
@@ -111,8 +97,8 @@ func (r *runner) farm(ctx context.Context) error {
 	// However this returns, no follower outlives it.
 	defer func() { cancel(); ended.Wait() }()
 	connected.Wait()
-	if len(fails) > 0 {
-		return fmt.Errorf("%d of %d followers failed to connect: %v", len(fails), total, fails[0])
+	if n, first := fails.get(); n > 0 {
+		return fmt.Errorf("%d of %d followers failed to connect: %v", n, total, first)
 	}
 	r.progress("farm: %d builds × %d followers connected; appending %d × %d entries/s per build for %s",
 		B, F, cfg.FarmRate, cfg.FarmBatch, cfg.FarmDuration)
@@ -244,9 +230,10 @@ func (r *runner) farm(ctx context.Context) error {
 		r.figs = append(r.figs, figure{scenario: "farm", name: "bench CPU per delivered event (the load)", unit: cpuTime,
 			vals: []float64{benchCPU.Seconds() / float64(delivered)}})
 	}
-	if delivered != want || len(fails) > 0 {
+	failed, first := fails.get()
+	if delivered != want || failed > 0 {
 		return fmt.Errorf("%d of %d deliveries, %d of %d followers complete, %d failed (first: %v)",
-			delivered, want, complete, total, len(fails), firstErr(fails))
+			delivered, want, complete, total, failed, first)
 	}
 	r.figs = append(r.figs, figure{scenario: "farm", name: "deliveries", text: fmt.Sprintf(
 		"all %s (%d followers, each of every entry of its build and the end), in order, no gaps", thousands(want), total)})
