@@ -246,6 +246,21 @@ func (s *StatusRecorder) Status() int {
 	return s.status
 }
 
+// The StatusRecorder is an Observer: a follow stream sent from under it
+// tells it its status, and its end, which Record reports.
+
+func (s *StatusRecorder) ObserveDetach() { s.detached = true }
+
+func (s *StatusRecorder) ObserveHeader(status int, _ http.Header) { s.status = status }
+
+func (s *StatusRecorder) ObserveBody([]byte) {}
+
+func (s *StatusRecorder) ObserveEnd() {
+	if s.done != nil {
+		s.done(s.Status())
+	}
+}
+
 func (s *StatusRecorder) WriteHeader(code int) {
 	if s.status == 0 && code >= 200 { // 1xx are interim; the final status follows
 		s.status = code

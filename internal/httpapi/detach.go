@@ -49,7 +49,7 @@ func detachable(pattern string, r *http.Request) bool {
 // should not be hijacked (see recorders; a test recorder): the request is
 // then served in place, as any other.
 func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *http.Request) {
-	recs, ok := recorders(w)
+	obs, ok := observers(w)
 	if !ok {
 		return nil, nil
 	}
@@ -66,12 +66,12 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 		conn:   conn,
 		header: w.Header().Clone(), // what middleware set (X-Request-Id)
 		proto:  r.Proto,
-		recs:   recs,
+		obs:    obs,
 		cancel: cancel,
 		gone:   make(chan struct{}),
 	}
-	for _, rec := range recs {
-		rec.detached = true
+	for _, o := range obs {
+		o.ObserveDetach()
 	}
 	a.detachedMu.Lock()
 	if a.detachedConns == nil {
@@ -102,21 +102,38 @@ func (a *API) CloseStreams() {
 	}
 }
 
-// recorders are the StatusRecorders wrapping w: they learn the status and
-// the end from the detached writer. ok is false when another wrapper is in
-// the chain: it may change the body (compress, rewrite), and a hijacked
+// An Observer is a ResponseWriter wrapper that only watches the response
+// (StatusRecorder, a test's document checker). A follow stream takes its
+// connection over from under observers only, and tells them what it sends;
+// any other wrapper may change the body (compress, rewrite), and a hijacked
 // connection would bypass it, so such a stream is served in place.
-func recorders(w http.ResponseWriter) (recs []*StatusRecorder, ok bool) {
+type Observer interface {
+	http.ResponseWriter
+	Unwrap() http.ResponseWriter
+	// ObserveDetach says the response will be sent from under the
+	// observer, after its ServeHTTP has returned.
+	ObserveDetach()
+	// ObserveHeader is the status and headers, once, before any body.
+	ObserveHeader(status int, h http.Header)
+	// ObserveBody is the body's next bytes, to read only while called.
+	ObserveBody(p []byte)
+	// ObserveEnd says the response is complete.
+	ObserveEnd()
+}
+
+// observers are the Observers wrapping w, outermost first; ok is false
+// when another wrapper is in the chain.
+func observers(w http.ResponseWriter) (obs []Observer, ok bool) {
 	for {
 		u, unwraps := w.(interface{ Unwrap() http.ResponseWriter })
 		if !unwraps {
-			return recs, true // net/http's own response
+			return obs, true // net/http's own response
 		}
-		rec, isRec := w.(*StatusRecorder)
-		if !isRec {
+		o, isObs := w.(Observer)
+		if !isObs {
 			return nil, false
 		}
-		recs = append(recs, rec)
+		obs = append(obs, o)
 		w = u.Unwrap()
 	}
 }
@@ -144,7 +161,7 @@ type detachedWriter struct {
 	conn   net.Conn
 	header http.Header
 	proto  string
-	recs   []*StatusRecorder
+	obs    []Observer
 	cancel context.CancelFunc
 	gone   chan struct{} // closed when watch has returned
 
@@ -176,9 +193,6 @@ func (d *detachedWriter) WriteHeader(code int) {
 	defer d.mu.Unlock()
 	if d.status == 0 && code >= 200 {
 		d.status = code
-		for _, rec := range d.recs {
-			rec.status = code
-		}
 	}
 }
 
@@ -248,7 +262,7 @@ func (d *detachedWriter) end() {
 		}
 		d.sendHeaders(n)
 		if len(d.pending) > 0 && d.err == nil {
-			_, d.err = d.conn.Write(d.pending)
+			d.writeBody(d.pending)
 		}
 		d.pending = nil
 	} else if d.chunked && d.err == nil {
@@ -263,10 +277,8 @@ func (d *detachedWriter) end() {
 	d.conn.Close()
 	<-d.gone
 	d.cancel()
-	for _, rec := range d.recs {
-		if rec.done != nil {
-			rec.done(rec.Status())
-		}
+	for _, o := range d.obs {
+		o.ObserveEnd()
 	}
 }
 
@@ -300,11 +312,17 @@ func (d *detachedWriter) sendHeaders(length int) {
 	h.Write(bw)
 	bw.WriteString("\r\n")
 	d.err = bw.Flush()
+	for _, o := range d.obs {
+		o.ObserveHeader(d.status, h)
+	}
 }
 
 // writeBody writes b as the body's next bytes: one chunk in one write
 // when chunked.
 func (d *detachedWriter) writeBody(b []byte) error {
+	for _, o := range d.obs {
+		o.ObserveBody(b)
+	}
 	var err error
 	if d.chunked {
 		var head [18]byte
