@@ -336,14 +336,16 @@ func (r *runner) storageCapped(ctx context.Context, bodies [][]byte, uncapped fl
 		Omitted   *buildlog.Omitted `json:"omitted"`
 	}
 	var written, maxBatch, entries int64
-	start := time.Now()
+	var elapsed time.Duration // in appends only, not the GETs between them
 	for i := 0; written < 10*logCap.MaxBytes; i++ {
 		before := b.KeptBytes
 		if b.Omitted != nil {
 			before += int64(b.Omitted.Bytes)
 		}
 		body := bodies[i%len(bodies)]
+		start := time.Now()
 		res, err := c.append(ctx, id, body)
+		elapsed += time.Since(start)
 		if err != nil {
 			return err
 		}
@@ -357,7 +359,6 @@ func (r *runner) storageCapped(ctx context.Context, bodies [][]byte, uncapped fl
 		}
 		maxBatch = max(maxBatch, written-before)
 	}
-	elapsed := time.Since(start)
 	stored, err := st.db.buildBytes(ctx, id)
 	if err != nil {
 		return err
@@ -370,11 +371,10 @@ func (r *runner) storageCapped(ctx context.Context, bodies [][]byte, uncapped fl
 		figure{scenario: "storage", name: "its kept_bytes", unit: bytesPer,
 			vals: []float64{float64(b.KeptBytes)}, base: []float64{float64(logCap.MaxBytes + maxBatch)}, baseName: "(cap + one batch)",
 			target: "≤ 1× baseline", check: atMostBase(1)},
-		// Each append of the capped build is followed by a GET of the
-		// build (to see what was written), which the uncapped one had
-		// not; the rate here counts the appends' time and the GETs'.
-		figure{scenario: "storage", name: "ingest entries/s past the cap (an append and a build GET each)", unit: perSecond,
-			vals: []float64{float64(entries) / elapsed.Seconds()}, base: []float64{uncapped}, baseName: "(appends under no cap)"},
+		// The time of the appends alone: the GET after each, to see what
+		// was written, is left out.
+		figure{scenario: "storage", name: "ingest entries/s past the cap, one producer", unit: perSecond,
+			vals: []float64{float64(entries) / elapsed.Seconds()}, base: []float64{uncapped}, baseName: "(the same appends, no cap)"},
 	)
 	return nil
 }
