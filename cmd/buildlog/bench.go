@@ -34,6 +34,9 @@ Scenarios (--only or --scenario picks some):
            (redis-server from PATH, appendfsync always) when there is one
   farm     256 builds appending 10 entries 10 times a second, 4 followers
            each; delivery latency and server CPU per delivered event
+  storage  5 finished builds of real build output (a corpus built in),
+           compacted: bytes on disk against the message text; then one
+           build writing 10× a 1 MiB cap: what the store keeps of it
 
 Examples:
   buildlog bench                        # the full run, about 4 minutes on 2 cores
@@ -41,6 +44,7 @@ Examples:
   buildlog bench --only fanout --followers 10000
   buildlog bench --scenario fleet --builds 16 --batch 10
   buildlog bench --scenario fleet --builds 1 --batch 1     # single-entry latency
+  buildlog bench --scenario storage --store 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
   buildlog bench --store 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
   buildlog bench --url http://10.0.0.5:8080 --key "$BUILDLOG_ADMIN_KEY"
 
@@ -87,6 +91,9 @@ func benchCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.FarmRate, "farm-rate", 0, "farm: appends per second per build (default 10)")
 	fs.IntVar(&cfg.FarmBatch, "farm-batch", 0, "farm: entries per append (default 10)")
 	fs.Var(durationValue{&cfg.FarmDuration}, "farm-duration", "farm: how long the producers append (default 20s)")
+	fs.IntVar(&cfg.StorageBuilds, "storage-builds", 0, "storage: finished builds of the corpus (default 5)")
+	fs.IntVar(&cfg.StorageBatch, "storage-batch", 0, "storage: entries per append (default 200)")
+	fs.Var(sizeValue{&cfg.StorageCap}, "storage-cap", "storage: --max-log-bytes of the capped build's server (default 1MiB)")
 	fs.StringVar(&serveBin, "serve-bin", "", "the buildlog binary to run as the server (default this one)")
 	fs.BoolVar(&inProcess, "in-process", false, "serve from this process rather than from buildlog serve children, so that --cpuprofile and --memprofile see the server (fan-out's RSS then includes its followers)")
 	fs.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of this process to FILE (the server too with --in-process)")

@@ -44,6 +44,8 @@ func TestBenchQuick(t *testing.T) {
 				"fleet          appends/s (16 builds × 10)", "append p99", "failed appends",
 				"farm           delivery p99 (16 builds × 2 followers)", "server CPU per delivered event",
 				"farm, deliveries: all ",
+				"storage        bytes on disk, 1 finished build ", "(message text)",
+				"a build writing", "(cap + one batch)",
 			} {
 				if !strings.Contains(table, want) {
 					t.Errorf("table lacks %q:\n%s", want, table)

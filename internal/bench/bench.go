@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"buildlog"
 )
 
 // Config says what to measure and at what sizes. Zero sizes take Default's.
@@ -63,6 +65,10 @@ type Config struct {
 	// PATH (none there: no comparison), "none" for no comparison.
 	Redis string
 
+	StorageBuilds int   // storage: finished builds of the corpus
+	StorageBatch  int   // storage: entries per append
+	StorageCap    int64 // storage: the capped build's --max-log-bytes
+
 	FarmBuilds    int           // farm: builds appending at once
 	FarmFollowers int           // farm: followers of each build
 	FarmRate      int           // farm: appends per second per build
@@ -99,6 +105,9 @@ var Default = Config{
 	FarmRate:        10,
 	FarmBatch:       10,
 	FarmDuration:    20 * time.Second,
+	StorageBuilds:   5,
+	StorageBatch:    200,
+	StorageCap:      1 << 20,
 }
 
 // Quick is every scenario at tiny sizes, a few seconds in all: a smoke
@@ -123,10 +132,13 @@ var Quick = Config{
 	FarmRate:        10,
 	FarmBatch:       10,
 	FarmDuration:    2 * time.Second,
+	StorageBuilds:   1,
+	StorageBatch:    200,
+	StorageCap:      256 << 10,
 }
 
 // Scenarios in the order they run.
-var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet", "farm"}
+var Scenarios = []string{"ingest", "single", "replay", "polling", "fanout", "fleet", "farm", "storage"}
 
 func (c Config) withDefaults(d Config) Config {
 	set := func(v *int, def int) {
@@ -150,6 +162,11 @@ func (c Config) withDefaults(d Config) Config {
 	set(&c.FarmFollowers, d.FarmFollowers)
 	set(&c.FarmRate, d.FarmRate)
 	set(&c.FarmBatch, d.FarmBatch)
+	set(&c.StorageBuilds, d.StorageBuilds)
+	set(&c.StorageBatch, d.StorageBatch)
+	if c.StorageCap <= 0 {
+		c.StorageCap = d.StorageCap
+	}
 	for _, v := range []struct {
 		d   *time.Duration
 		def time.Duration
@@ -175,6 +192,9 @@ func (c Config) validate() error {
 	if c.URL != "" && c.Key == "" {
 		return errors.New("--url needs --key (an admin key, or one with read and write)")
 	}
+	if (c.URL != "" || c.PGReuse) && slices.Contains(c.Only, "storage") {
+		return errors.New("storage measures stores' files on servers of its own: not with --url or --pg-reuse")
+	}
 	if c.URL != "" && c.Store != "" {
 		return errors.New("--url and --store exclude each other: the server at --url has its own store")
 	}
@@ -183,6 +203,12 @@ func (c Config) validate() error {
 	}
 	if c.FleetBatch > 10000 || c.FarmBatch > 10000 {
 		return errors.New("--batch, --farm-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.StorageBatch > 10000 {
+		return errors.New("--storage-batch: at most 10000 entries, the server's default limit")
+	}
+	if c.StorageCap < 16<<10 {
+		return errors.New("--storage-cap: at least 16KiB")
 	}
 	if c.FarmRate > 1000 {
 		return errors.New("--farm-rate: at most 1000 appends per second per build")
@@ -227,6 +253,7 @@ func Run(ctx context.Context, cfg Config, base Config, out io.Writer) error {
 		{"fanout", r.fanout},
 		{"fleet", r.fleet},
 		{"farm", r.farm},
+		{"storage", r.storage},
 	}
 	for _, s := range steps {
 		if !cfg.runs(s.name) {
@@ -296,12 +323,12 @@ func (r *runner) setup(ctx context.Context) error {
 			}
 		}
 		r.storeIs = "PostgreSQL (" + redact(r.pgDSN) + ")"
-		if r.srv, err = r.start(ctx, r.pgDSN, ""); err != nil {
+		if r.srv, err = r.start(ctx, r.pgDSN, "", nil); err != nil {
 			return err
 		}
 	default:
 		r.storeIs = "SQLite in " + r.tmp
-		if r.srv, err = r.start(ctx, "", filepath.Join(r.tmp, "data")); err != nil {
+		if r.srv, err = r.start(ctx, "", filepath.Join(r.tmp, "data"), nil); err != nil {
 			return err
 		}
 	}
@@ -309,14 +336,15 @@ func (r *runner) setup(ctx context.Context) error {
 	return nil
 }
 
-// start runs the server every scenario but fan-out measures.
-func (r *runner) start(ctx context.Context, dsn, dir string) (*server, error) {
+// start runs the server every scenario but fan-out measures (and, with a
+// cap, storage's capped one); logCap nil is the server's default cap.
+func (r *runner) start(ctx context.Context, dsn, dir string, logCap *buildlog.LogCap) (*server, error) {
 	if len(r.cfg.ServeCommand) > 0 {
 		r.storeIs += ", `buildlog serve` child process"
-		return startChild(ctx, r.cfg.ServeCommand, dsn, dir, 1<<20)
+		return startChild(ctx, r.cfg.ServeCommand, dsn, dir, 1<<20, logCap)
 	}
 	r.storeIs += ", served from the bench process (no request logging or metrics)"
-	return startInProcess(ctx, dsn, dir, 1<<20)
+	return startInProcess(ctx, dsn, dir, 1<<20, logCap)
 }
 
 func (r *runner) cleanup() {

@@ -47,7 +47,7 @@ func (r *runner) fanout(ctx context.Context) error {
 		where = "server at --url: RSS from its /metrics"
 	case len(cfg.ServeCommand) > 0:
 		var err error
-		srv, err = startChild(ctx, cfg.ServeCommand, r.pgDSN, filepath.Join(r.tmp, "fanout-data"), F+100)
+		srv, err = startChild(ctx, cfg.ServeCommand, r.pgDSN, filepath.Join(r.tmp, "fanout-data"), F+100, nil)
 		if err != nil {
 			return err
 		}

@@ -60,10 +60,22 @@ func openStore(ctx context.Context, dsn, dir string) (buildlog.Store, error) {
 
 // startInProcess serves the API of a store over a real loopback listener in
 // this process, as `buildlog serve` would, minus request logging.
-func startInProcess(ctx context.Context, dsn, dir string, maxStreams int) (*server, error) {
+func startInProcess(ctx context.Context, dsn, dir string, maxStreams int, logCap *buildlog.LogCap) (*server, error) {
 	st, err := openStore(ctx, dsn, dir)
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := st.(interface {
+		SetLogCap(buildlog.LogCap, func(int64))
+		StartCompactor(time.Duration)
+	}); ok {
+		// As serve does: the size cap, and compaction in the background
+		// (stopped by the store's Close).
+		if logCap == nil {
+			logCap = &buildlog.DefaultLogCap
+		}
+		c.SetLogCap(*logCap, nil)
+		c.StartCompactor(5 * time.Second)
 	}
 	secret, err := st.Secret(ctx)
 	if err != nil {
@@ -103,12 +115,16 @@ func startInProcess(ctx context.Context, dsn, dir string, maxStreams int) (*serv
 
 // startChild runs `buildlog serve` as a child process, so that its memory
 // is its own to measure and its sockets do not count against ours.
-func startChild(ctx context.Context, command []string, dsn, dir string, maxStreams int) (*server, error) {
+func startChild(ctx context.Context, command []string, dsn, dir string, maxStreams int, logCap *buildlog.LogCap) (*server, error) {
 	key := "bench_" + randomHex(16)
 	args := append(append([]string(nil), command[1:]...),
 		"--addr", "127.0.0.1:0", "--idle-timeout", "24h",
 		"--max-streams-per-key", strconv.Itoa(maxStreams), "--max-streams", strconv.Itoa(maxStreams),
 		"--rate-per-key", "0", "--log-level", "info")
+	if logCap != nil {
+		args = append(args, "--max-log-bytes", strconv.FormatInt(logCap.MaxBytes, 10),
+			"--log-head-bytes", strconv.FormatInt(logCap.HeadBytes, 10))
+	}
 	if dsn != "" {
 		args = append(args, "--store", dsn)
 	} else {
