@@ -1,7 +1,6 @@
 package buildlog
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -33,12 +32,13 @@ type Omitted struct {
 	Timestamp string `json:"-"`
 }
 
-// Notice is the omission notice a read meets at offset from, which must
-// lie in the range: one warning entry at offset o.To standing for offsets
-// from through o.To. When from is past the range's start, the part's
-// bytes are estimated in proportion to its entries (the store keeps the
-// range's totals, not each dropped entry's size).
-func (o *Omitted) Notice(buildID, templateID string, from uint64, limit int64) Chunk {
+// NoticeEntry is the omission notice a read meets at offset from, which
+// must lie in the range: one warning entry, stored at offset o.To (see
+// internal/wire's Notice), standing for offsets from through o.To. When
+// from is past the range's start, the part's bytes are estimated in
+// proportion to its entries (the store keeps the range's totals, not each
+// dropped entry's size).
+func (o *Omitted) NoticeEntry(from uint64, limit int64) Entry {
 	if from < o.From {
 		from = o.From
 	}
@@ -59,8 +59,7 @@ func (o *Omitted) Notice(buildID, templateID string, from uint64, limit int64) C
 	if e.Timestamp == "" {
 		e.Timestamp = Timestamp(time.Unix(0, 0))
 	}
-	b := NewBatch([]Entry{e}, nil, nil)
-	return Chunk{First: o.To, Count: 1, Data: b.Encode(buildID, templateID, o.To), Notice: true}
+	return e
 }
 
 // Thousands formats n with commas: 18,204.
@@ -89,20 +88,4 @@ func HumanBytes(n uint64) string {
 	s := strconv.FormatFloat(v, 'f', 1, 64)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + units[u]
-}
-
-// LastTimestamp returns the timestamp of the last of chunk data's lines,
-// or "" if it has none that can be read.
-func LastTimestamp(data []byte) string {
-	data = bytes.TrimRight(data, "\n")
-	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-		data = data[i+1:]
-	}
-	var e struct {
-		Timestamp string `json:"timestamp"`
-	}
-	if json.Unmarshal(data, &e) != nil {
-		return ""
-	}
-	return e.Timestamp
 }

@@ -48,44 +48,6 @@ type NewWebhook struct {
 // MaxWebhookURL bounds a hook URL's length.
 const MaxWebhookURL = 2048
 
-// DecodeNewWebhook parses and validates a create-webhook body. Events left
-// out mean every event type; they come back deduplicated, in EventTypes
-// order. Whether the URL's host is a private address is for the caller to
-// check (it needs the network).
-func DecodeNewWebhook(body []byte) (*NewWebhook, *url.URL, error) {
-	var nw NewWebhook
-	if err := StrictUnmarshal(body, &nw); err != nil {
-		return nil, nil, err
-	}
-	u, err := ParseWebhookURL(nw.URL)
-	if err != nil {
-		return nil, nil, err
-	}
-	if nw.Events == nil {
-		nw.Events = slices.Clone(EventTypes)
-	} else {
-		if len(nw.Events) == 0 {
-			return nil, nil, Errorf(EInvalid, "events: want one or more of %s", strings.Join(EventTypes, ", "))
-		}
-		for i, e := range nw.Events {
-			if !slices.Contains(EventTypes, e) {
-				return nil, nil, Errorf(EInvalid, "events[%d]: unknown event %q; want one of %s", i, clip(e), strings.Join(EventTypes, ", "))
-			}
-		}
-		var evs []string
-		for _, e := range EventTypes {
-			if slices.Contains(nw.Events, e) {
-				evs = append(evs, e)
-			}
-		}
-		nw.Events = evs
-	}
-	if nw.Team != nil && !ValidID(*nw.Team) {
-		return nil, nil, Errorf(EInvalid, "team: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	return &nw, u, nil
-}
-
 // ParseWebhookURL checks that s is an absolute http:// or https:// URL
 // with a host.
 func ParseWebhookURL(s string) (*url.URL, error) {

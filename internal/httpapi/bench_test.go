@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // Micro-benchmarks of the per-entry work of a stream, for profiling:
@@ -44,11 +45,11 @@ func benchChunk(b *testing.B) buildlog.Chunk {
 			i%60, i, levels[i%len(levels)], i)
 	}
 	body = append(body, ']')
-	entries, _, err := buildlog.DecodeBatch(body, false, buildlog.Limits{})
+	entries, _, err := wire.DecodeBatch(body, false, buildlog.Limits{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	data := buildlog.NewBatch(entries, nil, nil).Encode("0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 0)
+	data := wire.EncodeBatch(wire.NewBatch(entries, nil, nil), "0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 0)
 	return buildlog.Chunk{First: 0, Count: benchChunkLen, Data: data}
 }
 
@@ -128,7 +129,7 @@ func BenchmarkPollLineDecoded(b *testing.B) {
 			if err := json.Unmarshal(line, &e); err != nil {
 				b.Fatal(err)
 			}
-			_ = buildlog.AppendJSONString(nil, e.text())
+			_ = wire.AppendString(nil, e.text())
 			return true
 		})
 	}

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
-	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // appendCLine appends a stored entry line's dialect C text, as a JSON
@@ -25,7 +25,7 @@ func appendCLine(dst, line []byte) ([]byte, error) {
 	if err := json.Unmarshal(line, &e); err != nil {
 		return dst, err
 	}
-	return buildlog.AppendJSONString(dst, e.text()), nil
+	return wire.AppendString(dst, e.text()), nil
 }
 
 // cLine scans a canonical line.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // slowCLine is the decoding path appendCLine must agree with.
@@ -14,7 +15,7 @@ func slowCLine(t testing.TB, line []byte) []byte {
 	if err := json.Unmarshal(line, &e); err != nil {
 		t.Fatalf("stored line does not decode: %v: %s", err, line)
 	}
-	return buildlog.AppendJSONString(nil, e.text())
+	return wire.AppendString(nil, e.text())
 }
 
 // storedLines runs entries through the real ingest path (decode, validate,
@@ -24,7 +25,7 @@ func storedLines(entries []map[string]any) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	es, _, err := buildlog.DecodeBatch(body, false, buildlog.Limits{})
+	es, _, err := wire.DecodeBatch(body, false, buildlog.Limits{})
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +34,7 @@ func storedLines(entries []map[string]any) ([][]byte, error) {
 			es[i].Timestamp = "2026-03-17T10:11:12.345678Z" // as the server fills it
 		}
 	}
-	data := buildlog.NewBatch(es, nil, nil).Encode("b_1", "tmpl_1", 41)
+	data := wire.EncodeBatch(wire.NewBatch(es, nil, nil), "b_1", "tmpl_1", 41)
 	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")), nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // Dialect C's page sizes, as its seed documents them.
@@ -110,7 +111,7 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 	s.buf = append(s.buf, ']')
 	if next < b.NextOffset || !b.Status.Terminal() {
 		s.buf = append(s.buf, `,"nextToken":`...)
-		s.buf = buildlog.AppendJSONString(s.buf, a.signPageToken(b.ID, next))
+		s.buf = wire.AppendString(s.buf, a.signPageToken(b.ID, next))
 	}
 	s.buf = append(s.buf, "}\n"...)
 	if err := s.flush(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -20,9 +19,6 @@ type filter struct {
 	kinds    []buildlog.Kind // nil: any kind
 	phases   []string        // nil: any phase, with or without one
 }
-
-// phaseRE is the SPEC's phase rule, the one the producer API enforces.
-var phaseRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 
 // parseFilter reads level, kind and phase. kind and phase take a comma
 // list (any of them matches); every value must be one a producer could
@@ -49,8 +45,8 @@ func parseFilter(r *http.Request) (filter, error) {
 	if q.Has("phase") {
 		for _, p := range strings.Split(q.Get("phase"), ",") {
 			p = strings.TrimSpace(p)
-			if !phaseRE.MatchString(p) {
-				return f, buildlog.Errorf(buildlog.EInvalid, "phase: want a comma list of lowercase words matching ^[a-z][a-z0-9_-]{0,63}$, got %q", clipHeader(q.Get("phase")))
+			if !buildlog.ValidPhase(p) {
+				return f, buildlog.Errorf(buildlog.EInvalid, "phase: want a comma list of lowercase words matching "+buildlog.PhaseRule+", got %q", clipHeader(q.Get("phase")))
 			}
 			f.phases = append(f.phases, p)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -33,7 +34,7 @@ func TestScanLineAgreesWithDecode(t *testing.T) {
 		}
 	}
 	for _, e := range entries {
-		line := buildlog.AppendEntry(nil, &e)
+		line := wire.AppendEntry(nil, &e)
 		kind, level, phase, ok := scanLine(line)
 		if !ok {
 			t.Fatalf("canonical line not scanned: %s", line)
@@ -57,7 +58,7 @@ func TestScanLineAgreesWithDecode(t *testing.T) {
 func TestFilterKeepsTerminal(t *testing.T) {
 	f := filter{minLevel: buildlog.LevelError.Rank(), kinds: []buildlog.Kind{buildlog.KindCache}, phases: []string{"x"}}
 	e := buildlog.Entry{BuildID: "b", TemplateID: "t", Offset: 3, Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.KindEnd, Level: buildlog.LevelInfo, Message: "done"}
-	line := buildlog.AppendEntry(nil, &e)
+	line := wire.AppendEntry(nil, &e)
 	c := buildlog.Chunk{First: 3, Count: 1, Data: append(line, '\n'), Terminal: true}
 	if !f.keep(c, 3, line) {
 		t.Fatal("the terminal entry was filtered out")
