@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -100,7 +99,7 @@ func BenchmarkNDJSONFrame(b *testing.B) {
 }
 
 // BenchmarkPollLine is dialect C's per-line work: format the stored entry
-// as the JSON string "[source] time message" (appendCLine).
+// as the JSON string "[source] time message" (wire.AppendCLine).
 func BenchmarkPollLine(b *testing.B) {
 	c := benchChunk(b)
 	b.ReportAllocs()
@@ -109,27 +108,9 @@ func BenchmarkPollLine(b *testing.B) {
 	for i := 0; i < b.N; i += c.Count {
 		c.Lines(func(_ uint64, line []byte) bool {
 			var err error
-			if dst, err = appendCLine(dst[:0], line); err != nil {
+			if dst, err = wire.AppendCLine(dst[:0], line); err != nil {
 				b.Fatal(err)
 			}
-			return true
-		})
-	}
-}
-
-// BenchmarkPollLineDecoded is the decoding path appendCLine falls back to
-// (and that all lines took before it): decode, format, encode.
-func BenchmarkPollLineDecoded(b *testing.B) {
-	c := benchChunk(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += c.Count {
-		c.Lines(func(_ uint64, line []byte) bool {
-			var e cEntry
-			if err := json.Unmarshal(line, &e); err != nil {
-				b.Fatal(err)
-			}
-			_ = wire.AppendString(nil, e.text())
 			return true
 		})
 	}

@@ -30,46 +30,48 @@ func AppendEntryHead(dst []byte, buildID, templateID string, offset uint64) []by
 
 // AppendEntryTail appends everything after the offset, closing brace included.
 func AppendEntryTail(dst []byte, e *buildlog.Entry) []byte {
-	dst = append(dst, `,"timestamp":`...)
-	dst = appendString(dst, e.Timestamp)
-	dst = append(dst, `,"kind":`...)
-	dst = appendString(dst, string(e.Kind))
-	dst = append(dst, `,"level":`...)
-	dst = appendString(dst, string(e.Level))
-	dst = append(dst, `,"message":`...)
-	dst = appendString(dst, e.Message)
-	if e.Phase != "" {
-		dst = append(dst, `,"phase":`...)
-		dst = appendString(dst, e.Phase)
-	}
-	if e.Source != nil {
-		dst = append(dst, `,"source":`...)
-		dst = appendString(dst, *e.Source)
-	}
+	dst = appendStr(dst, `,"timestamp":`, e.Timestamp)
+	dst = appendStr(dst, `,"kind":`, string(e.Kind))
+	dst = appendStr(dst, `,"level":`, string(e.Level))
+	dst = appendStr(dst, `,"message":`, e.Message)
+	return appendOptional(dst, e)
+}
+
+// appendOptional appends the fields a line leaves out when they are
+// unset, in the table's order, and the closing brace.
+func appendOptional(dst []byte, e *buildlog.Entry) []byte {
+	dst = appendOptStr(dst, `,"phase":`, e.Phase)
+	dst = appendPtrStr(dst, `,"source":`, e.Source)
 	dst = appendInt(dst, `,"step_index":`, e.StepIndex)
 	dst = appendInt(dst, `,"total_steps":`, e.TotalSteps)
 	dst = appendInt(dst, `,"attempt":`, e.Attempt)
 	dst = appendInt(dst, `,"max_attempts":`, e.MaxAttempts)
-	if e.CacheKind != "" {
-		dst = append(dst, `,"cache_kind":`...)
-		dst = appendString(dst, e.CacheKind)
-	}
-	if e.CacheStatus != "" {
-		dst = append(dst, `,"cache_status":`...)
-		dst = appendString(dst, e.CacheStatus)
-	}
-	if e.CacheReason != "" {
-		dst = append(dst, `,"cache_reason":`...)
-		dst = appendString(dst, e.CacheReason)
-	}
-	if e.CacheSubject != nil {
-		dst = append(dst, `,"cache_subject":`...)
-		dst = appendString(dst, *e.CacheSubject)
-	}
+	dst = appendOptStr(dst, `,"cache_kind":`, e.CacheKind)
+	dst = appendOptStr(dst, `,"cache_status":`, e.CacheStatus)
+	dst = appendOptStr(dst, `,"cache_reason":`, e.CacheReason)
+	dst = appendPtrStr(dst, `,"cache_subject":`, e.CacheSubject)
 	dst = appendRaw(dst, `,"error_detail":`, e.ErrorDetail)
 	dst = appendRaw(dst, `,"result":`, e.Result)
 	dst = appendRaw(dst, `,"result_metadata":`, e.ResultMetadata)
 	return append(dst, '}')
+}
+
+func appendStr(dst []byte, key, v string) []byte {
+	return appendString(append(dst, key...), v)
+}
+
+func appendOptStr(dst []byte, key, v string) []byte {
+	if v == "" {
+		return dst
+	}
+	return appendString(append(dst, key...), v)
+}
+
+func appendPtrStr(dst []byte, key string, v *string) []byte {
+	if v == nil {
+		return dst
+	}
+	return appendString(append(dst, key...), *v)
 }
 
 func appendInt(dst []byte, key string, v *int64) []byte {

@@ -174,3 +174,73 @@ func TestEveryFieldRoundTrips(t *testing.T) {
 		t.Errorf("all fields: line keys %v, want %v", got, want)
 	}
 }
+
+// TestScannersFollowFields: scanCanonical and appendCLineFast read a line
+// in the table's order up to the source, without decoding it; a field
+// moved or put before the source must change them too.
+func TestScannersFollowFields(t *testing.T) {
+	want := []string{"build_id", "template_id", "offset", "timestamp", "kind", "level", "message", "phase", "source"}
+	var got []string
+	for _, f := range fields[:len(want)] {
+		got = append(got, f.key)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the table starts %v; the scanners read %v", got, want)
+	}
+	var parts []string
+	for _, f := range fields {
+		parts = append(parts, `"`+f.key+`":`+fieldSamples[f.key])
+	}
+	e := decodeBoth(t, "[{"+strings.Join(parts, ",")+"}]")
+	line := AppendEntry(nil, &e)
+	if kind, level, phase, ok := scanCanonical(line); !ok || string(kind) != string(e.Kind) || string(level) != string(e.Level) || string(phase) != e.Phase {
+		t.Errorf("scanCanonical: %s %s %s %v: %s", kind, level, phase, ok, line)
+	}
+	if _, ok := appendCLineFast(nil, line); !ok {
+		t.Errorf("appendCLineFast did not take a line with every field: %s", line)
+	}
+}
+
+// TestAppendBodyCarriesEveryField: what the Go client sends decodes back
+// to the entry it was given, one field at a time and all together, the
+// server's fields left out.
+func TestAppendBodyCarriesEveryField(t *testing.T) {
+	var all []string
+	for _, f := range fields {
+		if f.kind == kindServer {
+			continue
+		}
+		all = append(all, `"`+f.key+`":`+fieldSamples[f.key])
+		body := `[{"message":"m","` + f.key + `":` + fieldSamples[f.key] + `}]`
+		if f.key == "message" {
+			body = `[{"message":` + fieldSamples[f.key] + `}]`
+		}
+		checkAppendBody(t, decodeBoth(t, body))
+	}
+	checkAppendBody(t, decodeBoth(t, "[{"+strings.Join(all, ",")+"}]"))
+	if _, err := AppendBody(nil, 0, []buildlog.Entry{{Message: "m", Result: json.RawMessage(`{"a":`)}}); buildlog.ErrorCode(err) != buildlog.EInvalid {
+		t.Errorf("a broken raw field: %v, want invalid", err)
+	}
+}
+
+func checkAppendBody(t *testing.T, want buildlog.Entry) {
+	t.Helper()
+	body, err := AppendBody(nil, 42, []buildlog.Entry{want, {Message: "defaults"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fields {
+		if f.kind == kindServer && bytes.Contains(body, []byte(`"`+f.key+`"`)) {
+			t.Errorf("the body sends the server's field %s: %s", f.key, body)
+		}
+	}
+	lim := buildlog.Limits{}.WithDefaults()
+	got, first, ok := decodeFast(body, false, lim)
+	if !ok {
+		t.Fatalf("the fast path did not take the client's body: %s", body)
+	}
+	defaults := buildlog.Entry{Kind: buildlog.KindMessage, Level: buildlog.LevelInfo, Message: "defaults"}
+	if first == nil || *first != 42 || !reflect.DeepEqual(got, []buildlog.Entry{want, defaults}) {
+		t.Errorf("body %s\ndecodes to %+v (first %v)\nwant %+v", body, got, first, []buildlog.Entry{want, defaults})
+	}
+}
