@@ -1,11 +1,8 @@
 package buildlog
 
 import (
-	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // LogCap is the per-build log size cap: a log past MaxBytes (counted as
@@ -30,36 +27,6 @@ type Omitted struct {
 	Bytes   uint64 `json:"bytes"`
 	// Timestamp is the last dropped entry's, which the notice carries.
 	Timestamp string `json:"-"`
-}
-
-// NoticeEntry is the omission notice a read meets at offset from, which
-// must lie in the range: one warning entry, stored at offset o.To (see
-// internal/wire's Notice), standing for offsets from through o.To. When
-// from is past the range's start, the part's bytes are estimated in
-// proportion to its entries (the store keeps the range's totals, not each
-// dropped entry's size).
-func (o *Omitted) NoticeEntry(from uint64, limit int64) Entry {
-	if from < o.From {
-		from = o.From
-	}
-	entries := o.To - from + 1
-	bytes := o.Bytes
-	if from > o.From && o.Entries > 0 {
-		bytes = uint64(float64(o.Bytes) * float64(entries) / float64(o.Entries))
-	}
-	meta, _ := json.Marshal(struct {
-		From    uint64 `json:"omitted_from"`
-		To      uint64 `json:"omitted_to"`
-		Entries uint64 `json:"omitted_entries"`
-		Bytes   uint64 `json:"omitted_bytes"`
-	}{from, o.To, entries, bytes})
-	msg := fmt.Sprintf("… %s lines (%s) omitted: the log is over its %s limit; its first lines and its most recent ones are kept …",
-		Thousands(entries), HumanBytes(bytes), HumanBytes(uint64(limit)))
-	e := Entry{Timestamp: o.Timestamp, Kind: KindWarning, Level: LevelWarn, Message: msg, ResultMetadata: meta}
-	if e.Timestamp == "" {
-		e.Timestamp = Timestamp(time.Unix(0, 0))
-	}
-	return e
 }
 
 // Thousands formats n with commas: 18,204.

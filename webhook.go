@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"net/url"
 	"slices"
 	"strconv"
@@ -97,21 +96,6 @@ func NewEventID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return "evt_" + hex.EncodeToString(b)
-}
-
-// EventBody is the JSON a delivery of an event carries: the build as the
-// API shows it at the moment of the event. Stores render it in the
-// transaction that records the event, so every attempt sends the same
-// bytes, and a build deleted since is still described.
-func EventBody(id, typ string, at time.Time, b *Build) ([]byte, error) {
-	c := *b
-	c.EntryCount = c.NextOffset // as GET /v1/templates/builds/{id} shows it
-	return json.Marshal(struct {
-		ID        string    `json:"id"`
-		Type      string    `json:"type"`
-		CreatedAt time.Time `json:"created_at"`
-		Build     *Build    `json:"build"`
-	}{id, typ, at.UTC(), &c})
 }
 
 // Delivery is one event due to one hook, as a store hands it to a

@@ -3,7 +3,9 @@ package wire
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"buildlog"
@@ -210,9 +212,52 @@ func EncodeBatch(b *buildlog.Batch, buildID, templateID string, first uint64) []
 	return dst
 }
 
-// Notice is the stored form of o's omission notice for a read from offset
-// from (see buildlog.Omitted.NoticeEntry): a one-entry chunk at o.To.
+// Notice is the omission notice a read meets at offset from, which must
+// lie in o's range: a chunk of one warning entry at offset o.To standing
+// for offsets from through o.To. When from is past the range's start, the
+// part's bytes are estimated in proportion to its entries (the store keeps
+// the range's totals, not each dropped entry's size).
 func Notice(o *buildlog.Omitted, buildID, templateID string, from uint64, limit int64) buildlog.Chunk {
-	b := NewBatch([]buildlog.Entry{o.NoticeEntry(from, limit)}, nil, nil)
+	b := NewBatch([]buildlog.Entry{noticeEntry(o, from, limit)}, nil, nil)
 	return buildlog.Chunk{First: o.To, Count: 1, Data: EncodeBatch(b, buildID, templateID, o.To), Notice: true}
+}
+
+// noticeEntry is the entry of Notice.
+func noticeEntry(o *buildlog.Omitted, from uint64, limit int64) buildlog.Entry {
+	if from < o.From {
+		from = o.From
+	}
+	entries := o.To - from + 1
+	bytes := o.Bytes
+	if from > o.From && o.Entries > 0 {
+		bytes = uint64(float64(o.Bytes) * float64(entries) / float64(o.Entries))
+	}
+	meta, _ := json.Marshal(struct {
+		From    uint64 `json:"omitted_from"`
+		To      uint64 `json:"omitted_to"`
+		Entries uint64 `json:"omitted_entries"`
+		Bytes   uint64 `json:"omitted_bytes"`
+	}{from, o.To, entries, bytes})
+	msg := fmt.Sprintf("… %s lines (%s) omitted: the log is over its %s limit; its first lines and its most recent ones are kept …",
+		buildlog.Thousands(entries), buildlog.HumanBytes(bytes), buildlog.HumanBytes(uint64(limit)))
+	e := buildlog.Entry{Timestamp: o.Timestamp, Kind: buildlog.KindWarning, Level: buildlog.LevelWarn, Message: msg, ResultMetadata: meta}
+	if e.Timestamp == "" {
+		e.Timestamp = buildlog.Timestamp(time.Unix(0, 0))
+	}
+	return e
+}
+
+// EventBody is the JSON a delivery of an event carries: the build as the
+// API shows it at the moment of the event. Stores render it in the
+// transaction that records the event, so every attempt sends the same
+// bytes, and a build deleted since is still described.
+func EventBody(id, typ string, at time.Time, b *buildlog.Build) ([]byte, error) {
+	c := *b
+	c.EntryCount = c.NextOffset // as GET /v1/templates/builds/{id} shows it
+	return json.Marshal(struct {
+		ID        string          `json:"id"`
+		Type      string          `json:"type"`
+		CreatedAt time.Time       `json:"created_at"`
+		Build     *buildlog.Build `json:"build"`
+	}{id, typ, at.UTC(), &c})
 }
