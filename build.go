@@ -166,7 +166,8 @@ func (f *Finish) Entry() Entry {
 }
 
 // Batch is a validated append, encoded up to the offsets only the store can
-// assign under its lock.
+// assign under its lock (internal/wire's NewBatch makes one, EncodeBatch
+// completes it).
 type Batch struct {
 	// Tails are the entries' canonical JSON after the offset (see
 	// internal/wire's AppendEntryTail).

@@ -79,8 +79,10 @@ const DefaultMaxMessage = 64 << 10
 
 // Entry is one log entry in its canonical form. Optional fields are pointers
 // or empty so that what a producer left out stays out of every output.
-// Its JSON tags follow the canonical field order; AppendEntry is the encoder
-// that readers are served by, and encoding/json decodes its output into this.
+// Its JSON tags follow the canonical field order; internal/wire's
+// AppendEntry is the encoder readers are served by (its field table is
+// held to this struct by a test), and encoding/json decodes its output
+// into this.
 type Entry struct {
 	BuildID        string          `json:"build_id"`
 	TemplateID     string          `json:"template_id"`

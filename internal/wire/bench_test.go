@@ -39,6 +39,15 @@ func typicalBody(n int) []byte {
 
 const benchBatch = 1000
 
+// typicalEntries is typicalBody(benchBatch) decoded.
+func typicalEntries(b *testing.B) []buildlog.Entry {
+	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return entries
+}
+
 // BenchmarkDecodeBatch is the validation of an append body: split, decode
 // strictly, check every field.
 func BenchmarkDecodeBatch(b *testing.B) {
@@ -56,10 +65,7 @@ func BenchmarkDecodeBatch(b *testing.B) {
 // BenchmarkNewBatch is the canonical encoding of validated entries (the
 // part of an append done outside the store's lock).
 func BenchmarkNewBatch(b *testing.B) {
-	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
@@ -70,10 +76,7 @@ func BenchmarkNewBatch(b *testing.B) {
 // BenchmarkBatchEncode is the work under the store's lock: heads with the
 // offsets, and the tails copied after them.
 func BenchmarkBatchEncode(b *testing.B) {
-	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	batch := wire.NewBatch(entries, nil, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -85,10 +88,7 @@ func BenchmarkBatchEncode(b *testing.B) {
 // BenchmarkHashEntries is the fingerprint of an idempotent append (with
 // first_offset).
 func BenchmarkHashEntries(b *testing.B) {
-	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
@@ -97,10 +97,7 @@ func BenchmarkHashEntries(b *testing.B) {
 }
 
 func storedChunk(b *testing.B) buildlog.Chunk {
-	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	data := wire.EncodeBatch(wire.NewBatch(entries, nil, nil), "0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 5000)
 	return buildlog.Chunk{First: 5000, Count: benchBatch, Data: data}
 }

@@ -66,14 +66,14 @@ func appendOptStr(dst []byte, key, v string) []byte {
 	if v == "" {
 		return dst
 	}
-	return appendString(append(dst, key...), v)
+	return appendStr(dst, key, v)
 }
 
 func appendPtrStr(dst []byte, key string, v *string) []byte {
 	if v == nil {
 		return dst
 	}
-	return appendString(append(dst, key...), *v)
+	return appendStr(dst, key, *v)
 }
 
 func appendInt(dst []byte, key string, v *int64) []byte {
