@@ -107,57 +107,6 @@ type NewBuild struct {
 	Secrets     []string        `json:"secrets"`
 }
 
-// DecodeNewBuild parses and validates a create-build body. An empty body is
-// an empty request. The build's id is left empty when none was given.
-func DecodeNewBuild(body []byte) (*NewBuild, error) {
-	var nb NewBuild
-	if len(bytes.TrimSpace(body)) == 0 {
-		return &nb, nil
-	}
-	if err := strictUnmarshal(body, &nb); err != nil {
-		return nil, Errorf(EInvalid, "body%s", fieldProblem(err))
-	}
-	if nb.BuildID != nil && !ValidID(*nb.BuildID) {
-		return nil, Errorf(EInvalid, "build_id: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	if nb.Namespace != nil && !ValidID(*nb.Namespace) {
-		return nil, Errorf(EInvalid, "namespace: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	if nb.Name != nil && !ValidID(*nb.Name) {
-		return nil, Errorf(EInvalid, "name: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	if nb.Version != nil && !ValidVersion(*nb.Version) {
-		return nil, Errorf(EInvalid, "version: want semver MAJOR.MINOR.PATCH with optional -prerelease and +build, no leading v (e.g. 1.0.0)")
-	}
-	if (nb.Name == nil) != (nb.Version == nil) || (nb.Namespace != nil && nb.Name == nil) {
-		return nil, Errorf(EInvalid, "name, version: give both (and optionally namespace) or neither")
-	}
-	if nb.TotalSteps != nil && *nb.TotalSteps < 1 {
-		return nil, Errorf(EInvalid, "total_steps: want an integer ≥ 1")
-	}
-	if nb.MaxAttempts != nil && *nb.MaxAttempts < 1 {
-		return nil, Errorf(EInvalid, "max_attempts: want an integer ≥ 1")
-	}
-	if len(nb.Metadata) > 0 && string(nb.Metadata) != "null" {
-		var buf bytes.Buffer
-		if nb.Metadata[0] != '{' || json.Compact(&buf, nb.Metadata) != nil {
-			return nil, Errorf(EInvalid, "metadata: want a JSON object")
-		}
-		nb.Metadata = buf.Bytes()
-	} else {
-		nb.Metadata = nil
-	}
-	if nb.Team != nil && !ValidID(*nb.Team) {
-		return nil, Errorf(EInvalid, "team: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	for i, s := range nb.Secrets {
-		if s == "" {
-			return nil, Errorf(EInvalid, "secrets[%d]: empty", i)
-		}
-	}
-	return &nb, nil
-}
-
 // Build makes the queued build nb describes.
 func (nb *NewBuild) Build(id, templateID, team string, now time.Time) *Build {
 	b := &Build{
@@ -191,37 +140,6 @@ type Finish struct {
 	IdleBefore time.Time `json:"-"`
 }
 
-// DecodeFinish parses and validates a finish body.
-func DecodeFinish(body []byte) (*Finish, error) {
-	var f Finish
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, Errorf(EInvalid, `body: empty; want {"status": "ready" | "failed" | "cancelled" | "timeout"}`)
-	}
-	if err := strictUnmarshal(body, &f); err != nil {
-		return nil, Errorf(EInvalid, "body%s", fieldProblem(err))
-	}
-	if f.Status == "" {
-		return nil, Errorf(EInvalid, "status: required; want one of ready, failed, cancelled, timeout")
-	}
-	if !f.Status.Terminal() {
-		return nil, Errorf(EInvalid, "status: want one of ready, failed, cancelled, timeout")
-	}
-	at := func(field, format string, args ...any) error {
-		return Errorf(EInvalid, field+": "+format, args...)
-	}
-	var err error
-	if f.Result, err = object(at, "result", f.Result); err != nil {
-		return nil, err
-	}
-	if f.ResultMetadata, err = object(at, "result_metadata", f.ResultMetadata); err != nil {
-		return nil, err
-	}
-	if f.ErrorDetail, err = object(at, "error_detail", f.ErrorDetail); err != nil {
-		return nil, err
-	}
-	return &f, nil
-}
-
 var finishMessages = map[Status]string{
 	StatusReady:     "Build ready",
 	StatusFailed:    "Build failed",
@@ -248,10 +166,11 @@ func (f *Finish) Entry() Entry {
 }
 
 // Batch is a validated append, encoded up to the offsets only the store can
-// assign under its lock.
+// assign under its lock (internal/wire's NewBatch makes one, EncodeBatch
+// completes it).
 type Batch struct {
 	// Tails are the entries' canonical JSON after the offset (see
-	// AppendEntryTail).
+	// internal/wire's AppendEntryTail).
 	Tails [][]byte
 	// FirstOffset, when set, is the offset the producer expects the batch
 	// to start at; it makes the append an idempotent retry.
@@ -283,56 +202,8 @@ func (b *Batch) Size() int {
 	return n
 }
 
-// NewBatch encodes entries for storage. Timestamps must be filled.
-func NewBatch(entries []Entry, firstOffset *uint64, hash []byte) *Batch {
-	b := &Batch{Tails: make([][]byte, len(entries)), FirstOffset: firstOffset, Hash: hash}
-	// Sized close to what a typical entry takes (~90 bytes besides its
-	// strings) rather than generously: ingest allocates several times its
-	// input, and the garbage, more than the work, was the cost (GC and the
-	// runtime returning memory were ~20% of server CPU). An entry with many
-	// escapes or optional fields only makes append grow the buffer.
-	n := 0
-	for i := range entries {
-		e := &entries[i]
-		n += 100 + len(e.Message) + len(e.Phase) + len(e.ErrorDetail) + len(e.Result) + len(e.ResultMetadata)
-		if e.Source != nil {
-			n += 12 + len(*e.Source)
-		}
-	}
-	buf := make([]byte, 0, n)
-	for i := range entries {
-		start := len(buf)
-		buf = AppendEntryTail(buf, &entries[i])
-		b.Tails[i] = buf[start:len(buf):len(buf)]
-		if entries[i].Phase != "" {
-			b.LastPhase = entries[i].Phase
-		}
-	}
-	return b
-}
-
 // Len is the number of entries in the batch.
 func (b *Batch) Len() int { return len(b.Tails) }
-
-// Encode renders the batch as the chunk bytes readers are served: one
-// canonical entry per line, each line ending in '\n'.
-func (b *Batch) Encode(buildID, templateID string, first uint64) []byte {
-	// Exact for ids that need no escaping (all valid ids): the head is
-	// {"build_id":"…","template_id":"…","offset":N and each line ends in '\n'.
-	head := len(`{"build_id":""`) + len(buildID) + len(`,"template_id":""`) + len(templateID) +
-		len(`,"offset":`) + len(strconv.FormatUint(first+uint64(len(b.Tails)), 10)) + 1
-	n := head * len(b.Tails)
-	for _, t := range b.Tails {
-		n += len(t)
-	}
-	dst := make([]byte, 0, n)
-	for i, t := range b.Tails {
-		dst = AppendEntryHead(dst, buildID, templateID, first+uint64(i))
-		dst = append(dst, t...)
-		dst = append(dst, '\n')
-	}
-	return dst
-}
 
 // Chunk is one stored batch: Count entries from offset First, as canonical
 // JSON lines, each ending in '\n'.

@@ -1,12 +1,8 @@
 package buildlog
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // LogCap is the per-build log size cap: a log past MaxBytes (counted as
@@ -31,36 +27,6 @@ type Omitted struct {
 	Bytes   uint64 `json:"bytes"`
 	// Timestamp is the last dropped entry's, which the notice carries.
 	Timestamp string `json:"-"`
-}
-
-// Notice is the omission notice a read meets at offset from, which must
-// lie in the range: one warning entry at offset o.To standing for offsets
-// from through o.To. When from is past the range's start, the part's
-// bytes are estimated in proportion to its entries (the store keeps the
-// range's totals, not each dropped entry's size).
-func (o *Omitted) Notice(buildID, templateID string, from uint64, limit int64) Chunk {
-	if from < o.From {
-		from = o.From
-	}
-	entries := o.To - from + 1
-	bytes := o.Bytes
-	if from > o.From && o.Entries > 0 {
-		bytes = uint64(float64(o.Bytes) * float64(entries) / float64(o.Entries))
-	}
-	meta, _ := json.Marshal(struct {
-		From    uint64 `json:"omitted_from"`
-		To      uint64 `json:"omitted_to"`
-		Entries uint64 `json:"omitted_entries"`
-		Bytes   uint64 `json:"omitted_bytes"`
-	}{from, o.To, entries, bytes})
-	msg := fmt.Sprintf("… %s lines (%s) omitted: the log is over its %s limit; its first lines and its most recent ones are kept …",
-		Thousands(entries), HumanBytes(bytes), HumanBytes(uint64(limit)))
-	e := Entry{Timestamp: o.Timestamp, Kind: KindWarning, Level: LevelWarn, Message: msg, ResultMetadata: meta}
-	if e.Timestamp == "" {
-		e.Timestamp = Timestamp(time.Unix(0, 0))
-	}
-	b := NewBatch([]Entry{e}, nil, nil)
-	return Chunk{First: o.To, Count: 1, Data: b.Encode(buildID, templateID, o.To), Notice: true}
 }
 
 // Thousands formats n with commas: 18,204.
@@ -89,20 +55,4 @@ func HumanBytes(n uint64) string {
 	s := strconv.FormatFloat(v, 'f', 1, 64)
 	s = strings.TrimSuffix(s, ".0")
 	return s + " " + units[u]
-}
-
-// LastTimestamp returns the timestamp of the last of chunk data's lines,
-// or "" if it has none that can be read.
-func LastTimestamp(data []byte) string {
-	data = bytes.TrimRight(data, "\n")
-	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-		data = data[i+1:]
-	}
-	var e struct {
-		Timestamp string `json:"timestamp"`
-	}
-	if json.Unmarshal(data, &e) != nil {
-		return ""
-	}
-	return e.Timestamp
 }

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"net/url"
 	"slices"
 	"strconv"
@@ -47,44 +46,6 @@ type NewWebhook struct {
 
 // MaxWebhookURL bounds a hook URL's length.
 const MaxWebhookURL = 2048
-
-// DecodeNewWebhook parses and validates a create-webhook body. Events left
-// out mean every event type; they come back deduplicated, in EventTypes
-// order. Whether the URL's host is a private address is for the caller to
-// check (it needs the network).
-func DecodeNewWebhook(body []byte) (*NewWebhook, *url.URL, error) {
-	var nw NewWebhook
-	if err := StrictUnmarshal(body, &nw); err != nil {
-		return nil, nil, err
-	}
-	u, err := ParseWebhookURL(nw.URL)
-	if err != nil {
-		return nil, nil, err
-	}
-	if nw.Events == nil {
-		nw.Events = slices.Clone(EventTypes)
-	} else {
-		if len(nw.Events) == 0 {
-			return nil, nil, Errorf(EInvalid, "events: want one or more of %s", strings.Join(EventTypes, ", "))
-		}
-		for i, e := range nw.Events {
-			if !slices.Contains(EventTypes, e) {
-				return nil, nil, Errorf(EInvalid, "events[%d]: unknown event %q; want one of %s", i, clip(e), strings.Join(EventTypes, ", "))
-			}
-		}
-		var evs []string
-		for _, e := range EventTypes {
-			if slices.Contains(nw.Events, e) {
-				evs = append(evs, e)
-			}
-		}
-		nw.Events = evs
-	}
-	if nw.Team != nil && !ValidID(*nw.Team) {
-		return nil, nil, Errorf(EInvalid, "team: want ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-	}
-	return &nw, u, nil
-}
 
 // ParseWebhookURL checks that s is an absolute http:// or https:// URL
 // with a host.
@@ -135,21 +96,6 @@ func NewEventID() string {
 	b := make([]byte, 16)
 	rand.Read(b)
 	return "evt_" + hex.EncodeToString(b)
-}
-
-// EventBody is the JSON a delivery of an event carries: the build as the
-// API shows it at the moment of the event. Stores render it in the
-// transaction that records the event, so every attempt sends the same
-// bytes, and a build deleted since is still described.
-func EventBody(id, typ string, at time.Time, b *Build) ([]byte, error) {
-	c := *b
-	c.EntryCount = c.NextOffset // as GET /v1/templates/builds/{id} shows it
-	return json.Marshal(struct {
-		ID        string    `json:"id"`
-		Type      string    `json:"type"`
-		CreatedAt time.Time `json:"created_at"`
-		Build     *Build    `json:"build"`
-	}{id, typ, at.UTC(), &c})
 }
 
 // Delivery is one event due to one hook, as a store hands it to a

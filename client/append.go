@@ -8,52 +8,8 @@ import (
 	"unicode/utf8"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
-
-// producerEntry is an entry as a producer sends it: what is empty is left
-// out, so the server applies its defaults (kind message, level info, its
-// clock for the timestamp) and the server-set fields are never sent.
-type producerEntry struct {
-	Timestamp      string          `json:"timestamp,omitempty"`
-	Kind           buildlog.Kind   `json:"kind,omitempty"`
-	Level          buildlog.Level  `json:"level,omitempty"`
-	Message        string          `json:"message"`
-	Phase          string          `json:"phase,omitempty"`
-	Source         *string         `json:"source,omitempty"`
-	StepIndex      *int64          `json:"step_index,omitempty"`
-	TotalSteps     *int64          `json:"total_steps,omitempty"`
-	Attempt        *int64          `json:"attempt,omitempty"`
-	MaxAttempts    *int64          `json:"max_attempts,omitempty"`
-	CacheKind      string          `json:"cache_kind,omitempty"`
-	CacheStatus    string          `json:"cache_status,omitempty"`
-	CacheReason    string          `json:"cache_reason,omitempty"`
-	CacheSubject   *string         `json:"cache_subject,omitempty"`
-	ErrorDetail    json.RawMessage `json:"error_detail,omitempty"`
-	Result         json.RawMessage `json:"result,omitempty"`
-	ResultMetadata json.RawMessage `json:"result_metadata,omitempty"`
-}
-
-func toProducer(e *buildlog.Entry) producerEntry {
-	return producerEntry{
-		Timestamp: e.Timestamp, Kind: e.Kind, Level: e.Level, Message: e.Message, Phase: e.Phase,
-		Source: e.Source, StepIndex: e.StepIndex, TotalSteps: e.TotalSteps, Attempt: e.Attempt,
-		MaxAttempts: e.MaxAttempts, CacheKind: e.CacheKind, CacheStatus: e.CacheStatus,
-		CacheReason: e.CacheReason, CacheSubject: e.CacheSubject, ErrorDetail: e.ErrorDetail,
-		Result: e.Result, ResultMetadata: e.ResultMetadata,
-	}
-}
-
-// appendBody encodes a batch with its first_offset.
-func appendBody(first uint64, entries []buildlog.Entry) ([]byte, error) {
-	body := struct {
-		Entries     []producerEntry `json:"entries"`
-		FirstOffset uint64          `json:"first_offset"`
-	}{make([]producerEntry, len(entries)), first}
-	for i := range entries {
-		body.Entries[i] = toProducer(&entries[i])
-	}
-	return json.Marshal(body)
-}
 
 // Append stores entries as one atomic batch starting at offset first, the
 // build's next offset as the caller knows it (Build's NextOffset, or the
@@ -67,7 +23,7 @@ func appendBody(first uint64, entries []buildlog.Entry) ([]byte, error) {
 // Entries without a Timestamp take the server's clock; a retry of them is
 // still recognised, since the server compares entries as they were sent.
 func (c *Client) Append(ctx context.Context, buildID string, first uint64, entries []buildlog.Entry) (buildlog.AppendResult, error) {
-	body, err := appendBody(first, entries)
+	body, err := wire.AppendBody(nil, first, entries)
 	if err != nil {
 		return buildlog.AppendResult{}, err
 	}

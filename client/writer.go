@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // WriterOptions tune a Writer; zero fields take the defaults shown.
@@ -368,7 +369,7 @@ func (w *Writer) sendBatch() bool {
 // appendOnceEntries is one attempt at Append.
 func (c *Client) appendOnceEntries(ctx context.Context, buildID string, first uint64, entries []buildlog.Entry) (buildlog.AppendResult, error) {
 	var res buildlog.AppendResult
-	body, err := appendBody(first, entries)
+	body, err := wire.AppendBody(nil, first, entries)
 	if err != nil {
 		return res, err
 	}

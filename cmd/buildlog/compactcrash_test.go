@@ -21,6 +21,7 @@ import (
 	"buildlog"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
+	"buildlog/internal/wire"
 )
 
 // compactProbe looks at the store from outside the server, to see how far
@@ -251,7 +252,7 @@ func appendCrashBuild(t *testing.T, p *proc, b *crashBuild, rng *rand.Rand, entr
 		for j := range es {
 			e := es[j]
 			e.BuildID, e.TemplateID, e.Offset = b.id, "tmpl_cc", uint64(first+j)
-			b.lines = append(b.lines, buildlog.AppendEntry(nil, &e))
+			b.lines = append(b.lines, wire.AppendEntry(nil, &e))
 			b.messages = append(b.messages, e.Message)
 		}
 	}

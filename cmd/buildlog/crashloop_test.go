@@ -14,6 +14,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/sse"
+	"buildlog/internal/wire"
 )
 
 // batchRec is a batch a producer sent: where it was acknowledged, or that
@@ -241,7 +242,7 @@ func verify(t *testing.T, p *proc, cycle int, producers []*crashProducer, sent m
 		stored := readAll(t, p, build)
 		want := func(e buildlog.Entry, off uint64) []byte {
 			e.BuildID, e.TemplateID, e.Offset = build, "tmpl_crash", off
-			return buildlog.AppendEntry(nil, &e)
+			return wire.AppendEntry(nil, &e)
 		}
 		// Index stored entries by message: each message is unique, so
 		// a second occurrence is a duplicate.

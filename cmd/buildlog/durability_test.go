@@ -14,6 +14,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/sse"
+	"buildlog/internal/wire"
 )
 
 // An acknowledged entry survives kill -9: every acked batch is there after
@@ -109,7 +110,7 @@ func TestAckedEntriesSurviveKill9(t *testing.T) {
 		for j := range a.entries {
 			e := a.entries[j]
 			e.BuildID, e.TemplateID, e.Offset = "tb_kill", "tmpl_k", a.first+uint64(j)
-			want := buildlog.AppendEntry(nil, &e)
+			want := wire.AppendEntry(nil, &e)
 			if got := stored[e.Offset]; !bytes.Equal(got, want) {
 				t.Fatalf("acked entry at %d:\n got %s\nwant %s", e.Offset, got, want)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"buildlog"
 	"buildlog/client"
+	"buildlog/internal/wire"
 )
 
 const logsUsage = `Usage: buildlog logs [-f] [--from N | --tail N] [--level L] [--json] BUILD_ID
@@ -112,7 +113,7 @@ func logs(ctx context.Context, args, env []string, stdout, stderr io.Writer) err
 			return err
 		}
 		if jsonOut {
-			buf = buildlog.AppendEntry(buf[:0], &e)
+			buf = wire.AppendEntry(buf[:0], &e)
 			buf = append(buf, '\n')
 		} else if om, ok := client.OmissionOf(&e); ok {
 			buf = p.appendOmission(buf[:0], om)

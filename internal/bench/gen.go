@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // A typical build log line: what apt, pip, npm and a builder print. The
@@ -53,7 +53,7 @@ func (g *gen) entryWith(dst []byte, prefix string) []byte {
 	dst = append(dst, `","source":"`...)
 	dst = append(dst, sources[g.rng.IntN(len(sources))]...)
 	dst = append(dst, `","message":`...)
-	dst = buildlog.AppendJSONString(dst, prefix+messages[g.rng.IntN(len(messages))])
+	dst = wire.AppendString(dst, prefix+messages[g.rng.IntN(len(messages))])
 	return append(dst, '}')
 }
 

@@ -1,13 +1,13 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // Micro-benchmarks of the per-entry work of a stream, for profiling:
@@ -44,11 +44,11 @@ func benchChunk(b *testing.B) buildlog.Chunk {
 			i%60, i, levels[i%len(levels)], i)
 	}
 	body = append(body, ']')
-	entries, _, err := buildlog.DecodeBatch(body, false, buildlog.Limits{})
+	entries, _, err := wire.DecodeBatch(body, false, buildlog.Limits{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	data := buildlog.NewBatch(entries, nil, nil).Encode("0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 0)
+	data := wire.EncodeBatch(wire.NewBatch(entries, nil, nil), "0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 0)
 	return buildlog.Chunk{First: 0, Count: benchChunkLen, Data: data}
 }
 
@@ -99,7 +99,7 @@ func BenchmarkNDJSONFrame(b *testing.B) {
 }
 
 // BenchmarkPollLine is dialect C's per-line work: format the stored entry
-// as the JSON string "[source] time message" (appendCLine).
+// as the JSON string "[source] time message" (wire.AppendCLine).
 func BenchmarkPollLine(b *testing.B) {
 	c := benchChunk(b)
 	b.ReportAllocs()
@@ -108,27 +108,9 @@ func BenchmarkPollLine(b *testing.B) {
 	for i := 0; i < b.N; i += c.Count {
 		c.Lines(func(_ uint64, line []byte) bool {
 			var err error
-			if dst, err = appendCLine(dst[:0], line); err != nil {
+			if dst, err = wire.AppendCLine(dst[:0], line); err != nil {
 				b.Fatal(err)
 			}
-			return true
-		})
-	}
-}
-
-// BenchmarkPollLineDecoded is the decoding path appendCLine falls back to
-// (and that all lines took before it): decode, format, encode.
-func BenchmarkPollLineDecoded(b *testing.B) {
-	c := benchChunk(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i += c.Count {
-		c.Lines(func(_ uint64, line []byte) bool {
-			var e cEntry
-			if err := json.Unmarshal(line, &e); err != nil {
-				b.Fatal(err)
-			}
-			_ = buildlog.AppendJSONString(nil, e.text())
 			return true
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // buildEvents is dialect B: GET /templates/{namespace}/{name}/{version}/build/events,
@@ -149,19 +150,19 @@ func (e *bEntry) appendFrame(dst []byte, fin *buildlog.Build) []byte {
 		}
 	}
 	dst = append(dst, `{"ts":`...)
-	dst = buildlog.AppendJSONString(dst, e.Timestamp)
+	dst = wire.AppendString(dst, e.Timestamp)
 	dst = append(dst, `,"level":`...)
-	dst = buildlog.AppendJSONString(dst, level)
+	dst = wire.AppendString(dst, level)
 	if phase != "" {
 		dst = append(dst, `,"phase":`...)
-		dst = buildlog.AppendJSONString(dst, phase)
+		dst = wire.AppendString(dst, phase)
 	}
 	if e.Source != nil {
 		dst = append(dst, `,"source":`...)
-		dst = buildlog.AppendJSONString(dst, *e.Source)
+		dst = wire.AppendString(dst, *e.Source)
 	}
 	dst = append(dst, `,"line":`...)
-	dst = buildlog.AppendJSONString(dst, e.Message)
+	dst = wire.AppendString(dst, e.Message)
 	return append(dst, '}')
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // Dialect C's page sizes, as its seed documents them.
@@ -88,7 +89,7 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 			if n > 0 {
 				s.buf = append(s.buf, ',')
 			}
-			if s.buf, lineErr = appendCLine(s.buf, line); lineErr != nil {
+			if s.buf, lineErr = wire.AppendCLine(s.buf, line); lineErr != nil {
 				return false
 			}
 			next = off + 1
@@ -115,36 +116,13 @@ func (a *API) pollLogs(w http.ResponseWriter, r *http.Request) error {
 	s.buf = append(s.buf, ']')
 	if next < b.NextOffset || !b.Status.Terminal() {
 		s.buf = append(s.buf, `,"nextToken":`...)
-		s.buf = buildlog.AppendJSONString(s.buf, a.signPageToken(b.ID, next))
+		s.buf = wire.AppendString(s.buf, a.signPageToken(b.ID, next))
 	}
 	s.buf = append(s.buf, "}\n"...)
 	if err := s.flush(); err != nil {
 		a.streamEnded(r, err)
 	}
 	return nil
-}
-
-// cEntry is what a dialect C line needs of an entry.
-type cEntry struct {
-	Timestamp string  `json:"timestamp"`
-	Message   string  `json:"message"`
-	Source    *string `json:"source"`
-}
-
-// cTimeLayout is the seed's line time, always in UTC.
-const cTimeLayout = "2006/01/02 15:04:05"
-
-// text is the line "[<source, or builder>] <UTC time> <message>".
-func (e *cEntry) text() string {
-	src := "builder"
-	if e.Source != nil && *e.Source != "" {
-		src = *e.Source
-	}
-	ts := e.Timestamp
-	if t, err := time.Parse(time.RFC3339Nano, e.Timestamp); err == nil {
-		ts = t.UTC().Format(cTimeLayout)
-	}
-	return "[" + src + "] " + ts + " " + e.Message
 }
 
 // cStatus maps build statuses to the seed's.

@@ -1,15 +1,13 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // filter selects entries by level, kind and phase (dialect A's extension).
@@ -20,9 +18,6 @@ type filter struct {
 	kinds    []buildlog.Kind // nil: any kind
 	phases   []string        // nil: any phase, with or without one
 }
-
-// phaseRE is the SPEC's phase rule, the one the producer API enforces.
-var phaseRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 
 // parseFilter reads level, kind and phase. kind and phase take a comma
 // list (any of them matches); every value must be one a producer could
@@ -49,8 +44,8 @@ func parseFilter(r *http.Request) (filter, error) {
 	if q.Has("phase") {
 		for _, p := range strings.Split(q.Get("phase"), ",") {
 			p = strings.TrimSpace(p)
-			if !phaseRE.MatchString(p) {
-				return f, buildlog.Errorf(buildlog.EInvalid, "phase: want a comma list of lowercase words matching ^[a-z][a-z0-9_-]{0,63}$, got %q", clipHeader(q.Get("phase")))
+			if !buildlog.ValidPhase(p) {
+				return f, buildlog.Errorf(buildlog.EInvalid, "phase: want a comma list of lowercase words matching "+buildlog.PhaseRule+", got %q", clipHeader(q.Get("phase")))
 			}
 			f.phases = append(f.phases, p)
 		}
@@ -93,18 +88,9 @@ func (f *filter) keep(c buildlog.Chunk, off uint64, line []byte) bool {
 	if !f.active() || c.Notice || (c.Terminal && off == c.End()-1) {
 		return true
 	}
-	kind, level, phase, ok := scanLine(line)
+	kind, level, phase, ok := wire.ScanLine(line)
 	if !ok {
-		// Not the layout the canonical encoder writes; decode it properly.
-		var e struct {
-			Kind  string `json:"kind"`
-			Level string `json:"level"`
-			Phase string `json:"phase"`
-		}
-		if json.Unmarshal(line, &e) != nil {
-			return false
-		}
-		kind, level, phase = []byte(e.Kind), []byte(e.Level), []byte(e.Phase)
+		return false
 	}
 	if buildlog.Level(level).Rank() < f.minLevel {
 		return false
@@ -116,69 +102,4 @@ func (f *filter) keep(c buildlog.Chunk, off uint64, line []byte) bool {
 		return false
 	}
 	return true
-}
-
-var (
-	kindKey    = []byte(`,"kind":"`)
-	levelKey   = []byte(`,"level":"`)
-	messageKey = []byte(`,"message":"`)
-	phaseKey   = []byte(`,"phase":"`)
-)
-
-// scanLine picks kind, level and phase out of a stored line without
-// decoding it, relying on the canonical encoder's field order: build_id,
-// template_id, offset, timestamp, kind, level, message, then phase if any,
-// and only then anything nested. Inside a JSON string every '"' is
-// escaped, so `,"kind":"` cannot occur in the strings before it, and the
-// first match is the field itself. Values of kind, level and phase never
-// need escaping. ok is false when the line is not laid out that way.
-func scanLine(line []byte) (kind, level, phase []byte, ok bool) {
-	i := bytes.Index(line, kindKey)
-	if i < 0 {
-		return nil, nil, nil, false
-	}
-	rest := line[i+len(kindKey):]
-	if kind, rest, ok = plainString(rest); !ok {
-		return nil, nil, nil, false
-	}
-	if rest, ok = bytes.CutPrefix(rest, levelKey); !ok {
-		return nil, nil, nil, false
-	}
-	if level, rest, ok = plainString(rest); !ok {
-		return nil, nil, nil, false
-	}
-	if rest, ok = bytes.CutPrefix(rest, messageKey); !ok {
-		return nil, nil, nil, false
-	}
-	// Skip the message: it ends at the first '"' not escaped.
-	j := 0
-	for ; j < len(rest); j++ {
-		if rest[j] == '\\' {
-			j++
-			continue
-		}
-		if rest[j] == '"' {
-			break
-		}
-	}
-	if j >= len(rest) {
-		return nil, nil, nil, false
-	}
-	rest = rest[j+1:]
-	if rest, found := bytes.CutPrefix(rest, phaseKey); found {
-		if phase, _, ok = plainString(rest); !ok {
-			return nil, nil, nil, false
-		}
-	}
-	return kind, level, phase, true
-}
-
-// plainString returns the bytes up to the closing quote of a string value
-// that has no escapes, and what follows the quote.
-func plainString(b []byte) (val, rest []byte, ok bool) {
-	i := bytes.IndexByte(b, '"')
-	if i < 0 || bytes.IndexByte(b[:i], '\\') >= 0 {
-		return nil, nil, false
-	}
-	return b[:i], b[i+1:], true
 }

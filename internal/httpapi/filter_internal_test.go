@@ -1,63 +1,17 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
-
-func ptr[T any](v T) *T { return &v }
-
-// scanLine must agree with a real JSON decode on every line the canonical
-// encoder can write, including strings and nested objects crafted to look
-// like the fields it looks for.
-func TestScanLineAgreesWithDecode(t *testing.T) {
-	tricky := []string{
-		``, `plain`, `,"kind":"end"`, `","phase":"boot`, `\`, `\\`, `\"`, `a\\","phase":"x`,
-		"tab\there\nnewline", "ünïcödé \u2028", `{"phase":"x"}`, strings.Repeat(`\"`, 50),
-	}
-	var entries []buildlog.Entry
-	for i, m := range tricky {
-		for _, phase := range []string{"", "boot"} {
-			e := buildlog.Entry{
-				BuildID: "b_" + `1`, TemplateID: "t", Offset: uint64(i),
-				Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.Kinds[i%len(buildlog.Kinds)],
-				Level: buildlog.Levels[i%len(buildlog.Levels)], Message: m, Phase: phase,
-				Source: ptr(`","phase":"src`), CacheSubject: ptr(`,"level":"error"`),
-				ErrorDetail:    json.RawMessage(`{"phase":"nested","kind":"end","level":"error"}`),
-				ResultMetadata: json.RawMessage(`{"x":{"phase":"deeper"}}`),
-			}
-			entries = append(entries, e)
-		}
-	}
-	for _, e := range entries {
-		line := buildlog.AppendEntry(nil, &e)
-		kind, level, phase, ok := scanLine(line)
-		if !ok {
-			t.Fatalf("canonical line not scanned: %s", line)
-		}
-		var want struct{ Kind, Level, Phase string }
-		if err := json.Unmarshal(line, &want); err != nil {
-			t.Fatal(err)
-		}
-		if string(kind) != want.Kind || string(level) != want.Level || string(phase) != want.Phase {
-			t.Fatalf("scan (%s,%s,%s), decode (%s,%s,%s) for %s", kind, level, phase, want.Kind, want.Level, want.Phase, line)
-		}
-	}
-	// Anything else is left to the decoder.
-	for _, bad := range []string{``, `{}`, `{"kind":"end"}`, `{"a":1,"kind":"x","level":"info"}`, `{"a":1,"kind":"x","level":"info","message":"unterminated`} {
-		if _, _, _, ok := scanLine([]byte(bad)); ok {
-			t.Errorf("scanned a non-canonical line: %s", bad)
-		}
-	}
-}
 
 func TestFilterKeepsTerminal(t *testing.T) {
 	f := filter{minLevel: buildlog.LevelError.Rank(), kinds: []buildlog.Kind{buildlog.KindCache}, phases: []string{"x"}}
 	e := buildlog.Entry{BuildID: "b", TemplateID: "t", Offset: 3, Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.KindEnd, Level: buildlog.LevelInfo, Message: "done"}
-	line := buildlog.AppendEntry(nil, &e)
+	line := wire.AppendEntry(nil, &e)
 	c := buildlog.Chunk{First: 3, Count: 1, Data: append(line, '\n'), Terminal: true}
 	if !f.keep(c, 3, line) {
 		t.Fatal("the terminal entry was filtered out")

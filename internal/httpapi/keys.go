@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
@@ -19,7 +20,7 @@ func (a *API) createKey(w http.ResponseWriter, r *http.Request) error {
 		Scopes []string `json:"scopes"`
 		Name   string   `json:"name"`
 	}
-	if err := buildlog.StrictUnmarshal(body, &req); err != nil {
+	if err := wire.StrictUnmarshal(body, &req); err != nil {
 		return err
 	}
 	if req.Team == nil || !buildlog.ValidID(*req.Team) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // readBody reads a request body of at most MaxBody bytes and says which
@@ -95,7 +96,7 @@ func (a *API) createBuild(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	nb, err := buildlog.DecodeNewBuild(body)
+	nb, err := wire.DecodeNewBuild(body)
 	if err != nil {
 		return err
 	}
@@ -141,7 +142,7 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	entries, first, err := buildlog.DecodeBatch(body, ndjson, a.cfg.Limits)
+	entries, first, err := wire.DecodeBatch(body, ndjson, a.cfg.Limits)
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	}
 	var hash []byte
 	if first != nil {
-		hash = buildlog.HashEntries(entries)
+		hash = wire.HashEntries(entries)
 	}
 	now := a.nowUTC()
 	ts := buildlog.Timestamp(now)
@@ -172,7 +173,7 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	}
 	maskSecrets(entries, b.Secrets)
 	start := time.Now()
-	batch := buildlog.NewBatch(entries, first, hash)
+	batch := wire.NewBatch(entries, first, hash)
 	batch.Created = b.CreatedAt
 	if p.key != nil {
 		batch.KeyID = p.key.ID
@@ -261,7 +262,7 @@ func (a *API) finishBuild(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f, err := buildlog.DecodeFinish(body)
+	f, err := wire.DecodeFinish(body)
 	if err != nil {
 		return err
 	}

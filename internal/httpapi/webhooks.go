@@ -7,6 +7,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/webhook"
+	"buildlog/internal/wire"
 )
 
 // Hooks are managed with a write key for its own team's builds, or an
@@ -21,7 +22,7 @@ func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	nw, u, err := buildlog.DecodeNewWebhook(body)
+	nw, u, err := wire.DecodeNewWebhook(body)
 	if err != nil {
 		return err
 	}

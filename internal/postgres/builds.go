@@ -14,6 +14,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/segment"
+	"buildlog/internal/wire"
 )
 
 // buildColumns is the order scanBuild reads.
@@ -309,7 +310,7 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 		c.First = uint64(first)
 		if c.First > expect && omFrom != nil && omTo != nil && c.First == uint64(*omTo)+1 {
 			o := buildlog.Omitted{From: uint64(*omFrom), To: uint64(*omTo), Entries: uint64(omEntries), Bytes: uint64(omByte), Timestamp: omTS}
-			out = append(out, o.Notice(buildID, templateID, expect, s.logCap.MaxBytes))
+			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.logCap.MaxBytes))
 		}
 		n := 0
 		if size != nil {

@@ -9,6 +9,7 @@ import (
 	"buildlog"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/storetest"
+	"buildlog/internal/wire"
 )
 
 // TestImportFromSQLite fills a real embedded store through the Store
@@ -136,7 +137,7 @@ func BenchmarkImport(b *testing.B) {
 	}
 	defer src.Close()
 	const builds, batches = 20, 50
-	batch := buildlog.NewBatch(entries150(1000), nil, nil)
+	batch := wire.NewBatch(entries150(1000), nil, nil)
 	for i := range builds {
 		id := fmt.Sprintf("b%d", i)
 		if err := src.CreateBuild(ctx, storetest.NewBuild(id, storetest.At(i))); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/storetest"
+	"buildlog/internal/wire"
 )
 
 // testDB is the database this run created, or nil when
@@ -305,7 +306,7 @@ func TestChunksCompression(t *testing.T) {
 	if err := s.CreateBuild(ctx, storetest.NewBuild("lz4", storetest.At(0))); err != nil {
 		t.Fatal(err)
 	}
-	batch := buildlog.NewBatch(entries150(1000), nil, nil)
+	batch := wire.NewBatch(entries150(1000), nil, nil)
 	if _, err := s.Append(ctx, "lz4", batch, storetest.At(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestChunksCompression(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := batch.Encode("lz4", "tmpl_1", 0)
+	want := wire.EncodeBatch(batch, "lz4", "tmpl_1", 0)
 	if len(chunks) != 1 || !bytes.Equal(chunks[0].Data, want) {
 		t.Fatalf("read back %d chunks, want the %d bytes written", len(chunks), len(want))
 	}
@@ -573,8 +574,8 @@ func BenchmarkAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	batch := buildlog.NewBatch(entries150(size), nil, nil)
-	bytesPerEntry := len(batch.Encode("bench-0", "tmpl_1", 0)) / size
+	batch := wire.NewBatch(entries150(size), nil, nil)
+	bytesPerEntry := len(wire.EncodeBatch(batch, "bench-0", "tmpl_1", 0)) / size
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
@@ -596,7 +597,7 @@ func BenchmarkReadLog(b *testing.B) {
 	if err := s.CreateBuild(ctx, storetest.NewBuild("replay", storetest.At(0))); err != nil {
 		b.Fatal(err)
 	}
-	batch := buildlog.NewBatch(entries150(size), nil, nil)
+	batch := wire.NewBatch(entries150(size), nil, nil)
 	for range batches {
 		if _, err := s.Append(ctx, "replay", batch, storetest.At(1)); err != nil {
 			b.Fatal(err)

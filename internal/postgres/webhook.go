@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // event is a build event about to be recorded, rendered (id and body)
@@ -22,7 +23,7 @@ type event struct {
 
 func newEvent(b *buildlog.Build, typ string, now time.Time) (event, error) {
 	id := buildlog.NewEventID()
-	body, err := buildlog.EventBody(id, typ, now, b)
+	body, err := wire.EventBody(id, typ, now, b)
 	return event{id: id, typ: typ, buildID: b.ID, team: b.Team, at: now, body: body}, err
 }
 

@@ -11,6 +11,7 @@ import (
 	"buildlog"
 	"buildlog/internal/group"
 	"buildlog/internal/segment"
+	"buildlog/internal/wire"
 )
 
 // op is one write for this server's group-commit writer: an append
@@ -350,10 +351,10 @@ func (s *Store) drop(ctx context.Context, conn *pgx.Conn, g *groupState, id stri
 	if err != nil {
 		return err
 	}
-	o := buildlog.Omitted{From: uint64(start), Timestamp: buildlog.LastTimestamp(lines)}
+	o := buildlog.Omitted{From: uint64(start), Timestamp: wire.LastTimestamp(lines)}
 	if bd.Omitted != nil {
 		o = *bd.Omitted
-		o.Timestamp = buildlog.LastTimestamp(lines)
+		o.Timestamp = wire.LastTimestamp(lines)
 	}
 	o.To, o.Entries, o.Bytes = uint64(end-1), o.Entries+uint64(entries), o.Bytes+uint64(bytes)
 	b := &pgx.Batch{}
@@ -418,7 +419,7 @@ func (g *groupState) append(o *op) error {
 	case err != nil:
 		return err
 	}
-	data := b.Encode(o.buildID, bd.TemplateID, next)
+	data := wire.EncodeBatch(b, o.buildID, bd.TemplateID, next)
 	g.add(chunkRow{build: o.buildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
 	now := o.now.UTC().Truncate(time.Microsecond)
 	started := bd.Status == buildlog.StatusQueued
@@ -488,8 +489,8 @@ func (g *groupState) finish(o *op) error {
 	if fin.Timestamp == "" {
 		fin.Timestamp = buildlog.Timestamp(now)
 	}
-	batch := buildlog.NewBatch([]buildlog.Entry{fin.Entry()}, nil, nil)
-	data := batch.Encode(o.buildID, bd.TemplateID, bd.NextOffset)
+	batch := wire.NewBatch([]buildlog.Entry{fin.Entry()}, nil, nil)
+	data := wire.EncodeBatch(batch, o.buildID, bd.TemplateID, bd.NextOffset)
 	g.add(chunkRow{build: o.buildID, first: bd.NextOffset, count: 1, terminal: true, data: data})
 	o.chunk = buildlog.Chunk{First: bd.NextOffset, Count: 1, Data: data, Terminal: true}
 	bd.Status, bd.FinishedAt, bd.UpdatedAt, bd.LastActivity = f.Status, &now, now, now

@@ -9,6 +9,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/segment"
+	"buildlog/internal/wire"
 )
 
 // Append stores b at the build's next offset through the group-commit
@@ -84,7 +85,7 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 		if c.First > expect && omFrom.Valid && omTo.Valid && c.First == uint64(omTo.Int64)+1 {
 			o := buildlog.Omitted{From: uint64(omFrom.Int64), To: uint64(omTo.Int64),
 				Entries: uint64(omEntries), Bytes: uint64(omBytes), Timestamp: omTS}
-			out = append(out, o.Notice(buildID, templateID, expect, s.logCap.MaxBytes))
+			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.logCap.MaxBytes))
 		}
 		raw := unsafe.Slice(unsafe.StringData(data), len(data))
 		if c.Data, err = segment.Decode(int(codec), raw, int(size)); err != nil {

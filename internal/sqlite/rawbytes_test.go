@@ -12,6 +12,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/storetest"
+	"buildlog/internal/wire"
 )
 
 // reusingDriver is modernc.org/sqlite, except that each result set hands
@@ -102,7 +103,7 @@ func TestReadLogKeepsNoDriverMemory(t *testing.T) {
 	for i := range 3 {
 		es := []buildlog.Entry{{Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.KindMessage, Level: buildlog.LevelInfo,
 			Message: fmt.Sprintf("batch %d %s", i, bytes.Repeat([]byte{'a' + byte(i)}, 100*(3-i)))}}
-		res, err := s.Append(ctx, "reuse", buildlog.NewBatch(es, nil, nil), storetest.At(1))
+		res, err := s.Append(ctx, "reuse", wire.NewBatch(es, nil, nil), storetest.At(1))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/storetest"
+	"buildlog/internal/wire"
 )
 
 // openTest opens a store in dir, closed when t ends.
@@ -373,7 +374,7 @@ func TestKillKeepsAcknowledged(t *testing.T) {
 		t.Fatalf("after kill -9: %d entries stored, but %d were acknowledged", len(stored), acked)
 	}
 	for i, c := range chunks {
-		want := storetest.RetryBatchOf(c.First, storetest.Messages(strconv.Itoa(i), 10)...).Encode("crash", "tmpl_1", c.First)
+		want := wire.EncodeBatch(storetest.RetryBatchOf(c.First, storetest.Messages(strconv.Itoa(i), 10)...), "crash", "tmpl_1", c.First)
 		if !bytes.Equal(c.Data, want) {
 			t.Errorf("chunk %d at %d differs after kill -9", i, c.First)
 		}
@@ -388,7 +389,7 @@ func benchBatch(n int) *buildlog.Batch {
 		es[i] = buildlog.Entry{Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.KindMessage, Level: buildlog.LevelInfo,
 			Message: fmt.Sprintf("npm: added %d packages", 100+i%900)}
 	}
-	return buildlog.NewBatch(es, nil, nil)
+	return wire.NewBatch(es, nil, nil)
 }
 
 // BenchmarkAppend appends 1000-entry batches, each durably committed,
@@ -403,7 +404,7 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 	batch := benchBatch(perBatch)
-	bytesPerEntry := float64(len(batch.Encode("bench-0", "tmpl_1", 0))) / perBatch
+	bytesPerEntry := float64(len(wire.EncodeBatch(batch, "bench-0", "tmpl_1", 0))) / perBatch
 	i := 0
 	for b.Loop() {
 		if _, err := s.Append(ctx, fmt.Sprintf("bench-%d", i%builds), batch, storetest.At(1)); err != nil {

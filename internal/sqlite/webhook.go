@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // insertEvents records event typ of build buildID for every hook of the
@@ -52,7 +53,7 @@ func insertEvents(ctx context.Context, tx *sql.Tx, buildID, typ string, now time
 		return err
 	}
 	id := buildlog.NewEventID()
-	body, err := buildlog.EventBody(id, typ, now, b)
+	body, err := wire.EventBody(id, typ, now, b)
 	if err != nil {
 		return err
 	}

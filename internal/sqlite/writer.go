@@ -9,6 +9,7 @@ import (
 	"buildlog"
 	"buildlog/internal/group"
 	"buildlog/internal/segment"
+	"buildlog/internal/wire"
 )
 
 // op is one write for the group-commit writer: an append (batch), a finish
@@ -251,7 +252,7 @@ func (g *groupTx) append(o *op) error {
 	}
 	// Only copying is left to do in the transaction: the entries were
 	// encoded up to their offsets before the request was queued.
-	data := b.Encode(o.buildID, st.templateID, uint64(st.next))
+	data := wire.EncodeBatch(b, o.buildID, st.templateID, uint64(st.next))
 	g.add(chunkRow{build: o.buildID, first: st.next, count: b.Len(), hash: b.Hash, data: data})
 	now := nanos(o.now)
 	if st.status == buildlog.StatusQueued {
@@ -423,10 +424,10 @@ func (g *groupTx) finish(o *op) error {
 	if e.Timestamp == "" {
 		e.Timestamp = buildlog.Timestamp(o.now)
 	}
-	batch := buildlog.NewBatch([]buildlog.Entry{e}, nil, nil)
+	batch := wire.NewBatch([]buildlog.Entry{e}, nil, nil)
 	batch.Terminal = true
 	chunk := buildlog.Chunk{First: b.NextOffset, Count: 1, Terminal: true,
-		Data: batch.Encode(o.buildID, b.TemplateID, b.NextOffset)}
+		Data: wire.EncodeBatch(batch, o.buildID, b.TemplateID, b.NextOffset)}
 	g.add(chunkRow{build: o.buildID, first: int64(chunk.First), count: 1, terminal: true, data: chunk.Data})
 	t := o.now.UTC()
 	b.Status, b.FinishedAt, b.UpdatedAt, b.LastActivity = f.Status, &t, t, t
@@ -532,7 +533,7 @@ func (g *groupTx) drop(id string, st *buildState) error {
 	if err != nil {
 		return err
 	}
-	ts := buildlog.LastTimestamp(lines)
+	ts := wire.LastTimestamp(lines)
 	if _, err := g.tx.ExecContext(g.ctx, `DELETE FROM chunks WHERE build_id = ?1 AND first_offset >= ?2 AND first_offset < ?3`,
 		id, start, end); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 func testAppend(t *testing.T, s buildlog.Store) {
@@ -18,10 +19,10 @@ func testAppend(t *testing.T, s buildlog.Store) {
 
 	withPhase := Entries("compiling", "still compiling", "done")
 	withPhase[1].Phase = "compile"
-	batchA := buildlog.NewBatch(withPhase, nil, nil)
+	batchA := wire.NewBatch(withPhase, nil, nil)
 	installing := Entries("installing", "installed")
 	installing[1].Phase = "install"
-	batchB := buildlog.NewBatch(installing, nil, nil)
+	batchB := wire.NewBatch(installing, nil, nil)
 	batchC := BatchOf("no phase here")
 
 	steps := []struct {
@@ -43,7 +44,7 @@ func testAppend(t *testing.T, s buildlog.Store) {
 			t.Errorf("%s: result {First %d, Next %d, Replayed %v}, want {%d, %d, false}",
 				what, res.FirstOffset, res.NextOffset, res.Replayed, st.first, st.next)
 		}
-		wantC := buildlog.Chunk{First: st.first, Count: st.batch.Len(), Data: st.batch.Encode(b.ID, b.TemplateID, st.first)}
+		wantC := buildlog.Chunk{First: st.first, Count: st.batch.Len(), Data: wire.EncodeBatch(st.batch, b.ID, b.TemplateID, st.first)}
 		wantChunk(t, res.Chunk, wantC, what+": AppendResult.Chunk")
 		wantChunks = append(wantChunks, wantC)
 
@@ -170,7 +171,7 @@ func testAppendRetry(t *testing.T, s buildlog.Store) {
 		if res.Replayed || res.FirstOffset != next || res.NextOffset != next+1 {
 			t.Errorf("Append at next = %+v, want stored at %d", res, next)
 		}
-		wantChunk(t, res.Chunk, buildlog.Chunk{First: next, Count: 1, Data: c.Encode(id, "tmpl_1", next)}, "AppendResult.Chunk")
+		wantChunk(t, res.Chunk, buildlog.Chunk{First: next, Count: 1, Data: wire.EncodeBatch(c, id, "tmpl_1", next)}, "AppendResult.Chunk")
 		if got := getBuild(t, s, id); got.NextOffset != next+1 {
 			t.Errorf("NextOffset = %d, want %d", got.NextOffset, next+1)
 		}
@@ -203,7 +204,7 @@ func checkAppended(t *testing.T, s buildlog.Store, b *buildlog.Build, done []app
 		t.Fatalf("%d chunks stored, want %d", len(stored), len(done))
 	}
 	for i, d := range done {
-		want := buildlog.Chunk{First: d.res.FirstOffset, Count: d.batch.Len(), Data: d.batch.Encode(b.ID, b.TemplateID, d.res.FirstOffset)}
+		want := buildlog.Chunk{First: d.res.FirstOffset, Count: d.batch.Len(), Data: wire.EncodeBatch(d.batch, b.ID, b.TemplateID, d.res.FirstOffset)}
 		wantChunk(t, stored[i], want, fmt.Sprintf("chunk %d", i))
 		wantChunk(t, d.res.Chunk, want, fmt.Sprintf("AppendResult.Chunk %d", i))
 	}

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // finishEntryChunk is the chunk Finish must store for f at offset first.
 func finishEntryChunk(b *buildlog.Build, f *buildlog.Finish, first uint64) buildlog.Chunk {
-	batch := buildlog.NewBatch([]buildlog.Entry{f.Entry()}, nil, nil)
-	return buildlog.Chunk{First: first, Count: 1, Terminal: true, Data: batch.Encode(b.ID, b.TemplateID, first)}
+	batch := wire.NewBatch([]buildlog.Entry{f.Entry()}, nil, nil)
+	return buildlog.Chunk{First: first, Count: 1, Terminal: true, Data: wire.EncodeBatch(batch, b.ID, b.TemplateID, first)}
 }
 
 func testFinish(t *testing.T, s buildlog.Store) {
@@ -21,7 +22,7 @@ func testFinish(t *testing.T, s buildlog.Store) {
 	create(t, s, b)
 	phased := Entries("compiling")
 	phased[0].Phase = "compile"
-	appendOK(t, s, b.ID, buildlog.NewBatch(phased, nil, nil), At(10))
+	appendOK(t, s, b.ID, wire.NewBatch(phased, nil, nil), At(10))
 	appendOK(t, s, b.ID, BatchOf("x", "y"), At(20))
 
 	f := &buildlog.Finish{

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // T0 is the suite's epoch. Every time the suite passes a store is T0 plus
@@ -48,14 +49,14 @@ func Entries(msgs ...string) []buildlog.Entry {
 
 // BatchOf returns a plain (non-idempotent) batch of one entry per msg.
 func BatchOf(msgs ...string) *buildlog.Batch {
-	return buildlog.NewBatch(Entries(msgs...), nil, nil)
+	return wire.NewBatch(Entries(msgs...), nil, nil)
 }
 
 // RetryBatchOf returns an idempotent batch expected at offset first, hashed
 // as the HTTP layer hashes what a producer sent.
 func RetryBatchOf(first uint64, msgs ...string) *buildlog.Batch {
 	es := Entries(msgs...)
-	return buildlog.NewBatch(es, &first, buildlog.HashEntries(es))
+	return wire.NewBatch(es, &first, wire.HashEntries(es))
 }
 
 // Messages returns n distinct messages prefixed by prefix.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // The webhook half of memStore: hooks, the outbox and attempt records.
@@ -26,7 +27,7 @@ type memWebhooks struct {
 // insertEvents is the outbox write Append and Finish make; m.mu is held.
 func (m *memStore) insertEvents(b *buildlog.Build, typ string, now time.Time) {
 	id := buildlog.NewEventID()
-	body, err := buildlog.EventBody(id, typ, now, copyBuild(b))
+	body, err := wire.EventBody(id, typ, now, copyBuild(b))
 	if err != nil {
 		panic(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // readLogFixture stores chunks of 3, 1, 4 and 2 entries and a terminal
@@ -18,7 +19,7 @@ func readLogFixture(t *testing.T, s buildlog.Store, id string) []string {
 	for i, n := range []int{3, 1, 4, 2} {
 		batch := BatchOf(Messages(fmt.Sprintf("batch %d", i), n)...)
 		res := appendOK(t, s, id, batch, At(i+1))
-		lines = append(lines, Lines(t, []buildlog.Chunk{{First: res.FirstOffset, Count: n, Data: batch.Encode(id, b.TemplateID, res.FirstOffset)}})...)
+		lines = append(lines, Lines(t, []buildlog.Chunk{{First: res.FirstOffset, Count: n, Data: wire.EncodeBatch(batch, id, b.TemplateID, res.FirstOffset)}})...)
 	}
 	_, c := finishOK(t, s, id, buildlog.StatusReady, At(9))
 	return append(lines, Lines(t, []buildlog.Chunk{c})...)

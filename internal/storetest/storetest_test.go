@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // TestRun runs the suite against memStore, a minimal reference store, so the
@@ -135,7 +136,7 @@ func (m *memStore) Append(_ context.Context, id string, batch *buildlog.Batch, n
 	if mb.b.Status.Terminal() {
 		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.EConflict, "finished")
 	}
-	c := buildlog.Chunk{First: next, Count: batch.Len(), Data: batch.Encode(id, mb.b.TemplateID, next)}
+	c := buildlog.Chunk{First: next, Count: batch.Len(), Data: wire.EncodeBatch(batch, id, mb.b.TemplateID, next)}
 	mb.chunks, mb.hashes = append(mb.chunks, c), append(mb.hashes, batch.Hash)
 	b := &mb.b
 	started := b.Status == buildlog.StatusQueued
@@ -170,8 +171,8 @@ func (m *memStore) Finish(_ context.Context, id string, f *buildlog.Finish, now 
 	if !f.IdleBefore.IsZero() && !b.LastActivity.Before(f.IdleBefore) {
 		return nil, buildlog.Chunk{}, buildlog.Errorf(buildlog.EConflict, "active")
 	}
-	batch := buildlog.NewBatch([]buildlog.Entry{f.Entry()}, nil, nil)
-	c := buildlog.Chunk{First: b.NextOffset, Count: 1, Terminal: true, Data: batch.Encode(id, b.TemplateID, b.NextOffset)}
+	batch := wire.NewBatch([]buildlog.Entry{f.Entry()}, nil, nil)
+	c := buildlog.Chunk{First: b.NextOffset, Count: 1, Terminal: true, Data: wire.EncodeBatch(batch, id, b.TemplateID, b.NextOffset)}
 	mb.chunks, mb.hashes = append(mb.chunks, c), append(mb.hashes, nil)
 	b.Status, b.FinishedAt, b.UpdatedAt, b.Result = f.Status, ptr(now), now, f.Result
 	b.NextOffset, b.EntryCount = c.End(), c.End()

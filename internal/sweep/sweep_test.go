@@ -10,10 +10,11 @@ import (
 	"buildlog/internal/live"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sweep"
+	"buildlog/internal/wire"
 )
 
 func batch(msg string) *buildlog.Batch {
-	return buildlog.NewBatch([]buildlog.Entry{{Timestamp: "2026-01-01T00:00:00Z", Kind: "message", Level: "info", Message: msg}}, nil, nil)
+	return wire.NewBatch([]buildlog.Entry{{Timestamp: "2026-01-01T00:00:00Z", Kind: "message", Level: "info", Message: msg}}, nil, nil)
 }
 
 func TestIdleBuildsTimeOut(t *testing.T) {

@@ -1,20 +1,21 @@
-package httpapi
+package wire
 
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"buildlog"
 )
 
-// slowCLine is the decoding path appendCLine must agree with.
+// slowCLine is the decoding path AppendCLine must agree with.
 func slowCLine(t testing.TB, line []byte) []byte {
 	var e cEntry
 	if err := json.Unmarshal(line, &e); err != nil {
 		t.Fatalf("stored line does not decode: %v: %s", err, line)
 	}
-	return buildlog.AppendJSONString(nil, e.text())
+	return AppendString(nil, e.text())
 }
 
 // storedLines runs entries through the real ingest path (decode, validate,
@@ -24,7 +25,7 @@ func storedLines(entries []map[string]any) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	es, _, err := buildlog.DecodeBatch(body, false, buildlog.Limits{})
+	es, _, err := DecodeBatch(body, false, buildlog.Limits{})
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +34,7 @@ func storedLines(entries []map[string]any) ([][]byte, error) {
 			es[i].Timestamp = "2026-03-17T10:11:12.345678Z" // as the server fills it
 		}
 	}
-	data := buildlog.NewBatch(es, nil, nil).Encode("b_1", "tmpl_1", 41)
+	data := EncodeBatch(NewBatch(es, nil, nil), "b_1", "tmpl_1", 41)
 	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")), nil
 }
 
@@ -86,12 +87,12 @@ func TestCLineMatchesDecoding(t *testing.T) {
 		if _, ok := appendCLineFast(nil, []byte(line)); ok {
 			t.Errorf("fast path took a line that is not canonical: %s", line)
 		}
-		got, err := appendCLine(nil, []byte(line))
+		got, err := AppendCLine(nil, []byte(line))
 		if err != nil || !bytes.Equal(got, slowCLine(t, []byte(line))) {
 			t.Errorf("%s: %s, %v", line, got, err)
 		}
 	}
-	if _, err := appendCLine(nil, []byte(`{"build_id":"b"`)); err == nil {
+	if _, err := AppendCLine(nil, []byte(`{"build_id":"b"`)); err == nil {
 		t.Error("a broken line gave no error")
 	}
 }
@@ -118,6 +119,32 @@ func FuzzCLine(f *testing.F) {
 			checkCLine(t, line)
 		}
 		// Arbitrary bytes: an answer or an error, never a panic.
-		appendCLine(nil, []byte(msg))
+		AppendCLine(nil, []byte(msg))
 	})
+}
+
+// BenchmarkPollLineDecoded is the decoding path AppendCLine falls back to
+// (and that all lines took before it): decode, format, encode. Compare
+// with BenchmarkPollLine (internal/httpapi), the same lines.
+func BenchmarkPollLineDecoded(b *testing.B) {
+	levels := []string{"info", "info", "debug", "warn"}
+	entries := make([]map[string]any, 1000)
+	for i := range entries {
+		entries[i] = map[string]any{"timestamp": fmt.Sprintf("2026-03-17T00:00:%02d.%06dZ", i%60, i), "level": levels[i%len(levels)],
+			"phase": "install", "source": "npm", "message": fmt.Sprintf("added %d packages, and audited 1433 packages in 31s", i)}
+	}
+	lines, err := storedLines(entries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		line := lines[i%len(lines)]
+		var e cEntry
+		if err := json.Unmarshal(line, &e); err != nil {
+			b.Fatal(err)
+		}
+		_ = appendString(nil, e.text())
+	}
 }

@@ -1,4 +1,4 @@
-package buildlog_test
+package wire_test
 
 import (
 	"fmt"
@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // Micro-benchmarks of the per-entry hot paths, for profiling:
 //
-//	go test -run '^$' -bench . -benchmem -cpuprofile cpu.out .
+//	go test -run '^$' -bench . -benchmem -cpuprofile cpu.out ./internal/wire
 //
 // Each reports ns and allocations per entry (b.N counts entries, not batches).
 
@@ -38,6 +39,15 @@ func typicalBody(n int) []byte {
 
 const benchBatch = 1000
 
+// typicalEntries is typicalBody(benchBatch) decoded.
+func typicalEntries(b *testing.B) []buildlog.Entry {
+	entries, _, err := wire.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return entries
+}
+
 // BenchmarkDecodeBatch is the validation of an append body: split, decode
 // strictly, check every field.
 func BenchmarkDecodeBatch(b *testing.B) {
@@ -46,7 +56,7 @@ func BenchmarkDecodeBatch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
-		if _, _, err := buildlog.DecodeBatch(body, false, buildlog.Limits{}); err != nil {
+		if _, _, err := wire.DecodeBatch(body, false, buildlog.Limits{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -55,52 +65,40 @@ func BenchmarkDecodeBatch(b *testing.B) {
 // BenchmarkNewBatch is the canonical encoding of validated entries (the
 // part of an append done outside the store's lock).
 func BenchmarkNewBatch(b *testing.B) {
-	entries, _, err := buildlog.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
-		buildlog.NewBatch(entries, nil, nil)
+		wire.NewBatch(entries, nil, nil)
 	}
 }
 
 // BenchmarkBatchEncode is the work under the store's lock: heads with the
 // offsets, and the tails copied after them.
 func BenchmarkBatchEncode(b *testing.B) {
-	entries, _, err := buildlog.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	batch := buildlog.NewBatch(entries, nil, nil)
+	entries := typicalEntries(b)
+	batch := wire.NewBatch(entries, nil, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
-		batch.Encode("0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", uint64(i))
+		wire.EncodeBatch(batch, "0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", uint64(i))
 	}
 }
 
 // BenchmarkHashEntries is the fingerprint of an idempotent append (with
 // first_offset).
 func BenchmarkHashEntries(b *testing.B) {
-	entries, _, err := buildlog.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	entries := typicalEntries(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i += benchBatch {
-		buildlog.HashEntries(entries)
+		wire.HashEntries(entries)
 	}
 }
 
 func storedChunk(b *testing.B) buildlog.Chunk {
-	entries, _, err := buildlog.DecodeBatch(typicalBody(benchBatch), false, buildlog.Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	data := buildlog.NewBatch(entries, nil, nil).Encode("0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 5000)
+	entries := typicalEntries(b)
+	data := wire.EncodeBatch(wire.NewBatch(entries, nil, nil), "0f8fad5b-d9cb-469f-a165-70867728950e", "tmpl_123", 5000)
 	return buildlog.Chunk{First: 5000, Count: benchBatch, Data: data}
 }
 

@@ -1,9 +1,11 @@
-package buildlog
+package wire
 
 import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"buildlog"
 )
 
 // fastCases are bodies the fast path must take, and bodies it must leave to
@@ -50,7 +52,7 @@ var fastCases = []struct {
 
 func TestDecodeFastAgreesWithGeneral(t *testing.T) {
 	for _, c := range fastCases {
-		lim := Limits{}.withDefaults()
+		lim := buildlog.Limits{}.WithDefaults()
 		fe, ff, ok := decodeFast([]byte(c.body), c.ndjson, lim)
 		if ok != c.fast {
 			t.Errorf("%q: fast path took it: %v, want %v", c.body, ok, c.fast)
@@ -66,7 +68,7 @@ func TestDecodeFastAgreesWithGeneral(t *testing.T) {
 			}
 		}
 		// And DecodeBatch answers as the general path, error text included.
-		de, df, derr := DecodeBatch([]byte(c.body), c.ndjson, Limits{})
+		de, df, derr := DecodeBatch([]byte(c.body), c.ndjson, buildlog.Limits{})
 		if (derr == nil) != (gerr == nil) || (derr != nil && derr.Error() != gerr.Error()) {
 			t.Errorf("%q: DecodeBatch error %v, general path %v", c.body, derr, gerr)
 		}
@@ -78,11 +80,11 @@ func TestDecodeFastAgreesWithGeneral(t *testing.T) {
 
 func TestDecodeFastBatchLimit(t *testing.T) {
 	body := "[" + strings.Repeat(`{"message":"a"},`, 10) + `{"message":"a"}]`
-	lim := Limits{MaxBatch: 10}.withDefaults()
+	lim := buildlog.Limits{MaxBatch: 10}.WithDefaults()
 	if _, _, ok := decodeFast([]byte(body), false, lim); ok {
 		t.Fatal("fast path took a batch over the limit")
 	}
-	if _, _, err := DecodeBatch([]byte(body), false, Limits{MaxBatch: 10}); err == nil || err.(*Error).Code != ETooLarge {
+	if _, _, err := DecodeBatch([]byte(body), false, buildlog.Limits{MaxBatch: 10}); err == nil || err.(*buildlog.Error).Code != buildlog.ETooLarge {
 		t.Fatalf("got %v, want too_large", err)
 	}
 }
@@ -96,7 +98,7 @@ func FuzzDecodeFast(f *testing.F) {
 		f.Add([]byte(c.body), c.ndjson)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, ndjson bool) {
-		lim := Limits{}.withDefaults()
+		lim := buildlog.Limits{}.WithDefaults()
 		fe, ff, ok := decodeFast(body, ndjson, lim)
 		if !ok {
 			return
@@ -124,7 +126,7 @@ func BenchmarkDecodeGeneral(b *testing.B) {
 	}
 	sb.WriteByte(']')
 	body := []byte(sb.String())
-	lim := Limits{}.withDefaults()
+	lim := buildlog.Limits{}.WithDefaults()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i += 1000 {
 		if _, _, err := decodeGeneral(body, false, lim); err != nil {

@@ -1,10 +1,12 @@
-package buildlog
+package wire
 
 import (
 	"bytes"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"buildlog"
 )
 
 // decodeFast decodes the append bodies producers send every day without
@@ -16,7 +18,7 @@ import (
 // decides, so error messages and edge cases (case-insensitive or duplicate
 // keys, surrogate escapes, invalid UTF-8, odd whitespace) stay exactly as
 // they were.
-func decodeFast(body []byte, ndjson bool, lim Limits) (entries []Entry, first *uint64, ok bool) {
+func decodeFast(body []byte, ndjson bool, lim buildlog.Limits) (entries []buildlog.Entry, first *uint64, ok bool) {
 	if ndjson {
 		return decodeFastNDJSON(body, lim)
 	}
@@ -83,8 +85,8 @@ func decodeFast(body []byte, ndjson bool, lim Limits) (entries []Entry, first *u
 	return entries, first, true
 }
 
-func decodeFastNDJSON(body []byte, lim Limits) ([]Entry, *uint64, bool) {
-	entries := make([]Entry, 0, len(body)/128+1)
+func decodeFastNDJSON(body []byte, lim buildlog.Limits) ([]buildlog.Entry, *uint64, bool) {
+	entries := make([]buildlog.Entry, 0, len(body)/128+1)
 	p := fastParser{s: string(body)}
 	for start := 0; start < len(body); {
 		end := len(body)
@@ -109,7 +111,7 @@ func decodeFastNDJSON(body []byte, lim Limits) ([]Entry, *uint64, bool) {
 		if p.ws(); p.i != end {
 			return nil, nil, false
 		}
-		entries = append(entries, Entry{})
+		entries = append(entries, buildlog.Entry{})
 		if checkEntry(&pe, len(entries)-1, lim, &entries[len(entries)-1]) != nil {
 			return nil, nil, false
 		}
@@ -153,9 +155,9 @@ func (p *fastParser) ws() {
 }
 
 // entries reads a non-empty array of entry objects and validates them.
-func (p *fastParser) entries(lim Limits) ([]Entry, bool) {
+func (p *fastParser) entries(lim buildlog.Limits) ([]buildlog.Entry, bool) {
 	p.i++ // '['
-	entries := make([]Entry, 0, (len(p.b)-p.i)/128+1)
+	entries := make([]buildlog.Entry, 0, (len(p.b)-p.i)/128+1)
 	for {
 		p.ws()
 		if len(entries) == lim.MaxBatch {
@@ -165,7 +167,7 @@ func (p *fastParser) entries(lim Limits) ([]Entry, bool) {
 		if !p.entry(&pe) {
 			return nil, false
 		}
-		entries = append(entries, Entry{})
+		entries = append(entries, buildlog.Entry{})
 		if checkEntry(&pe, len(entries)-1, lim, &entries[len(entries)-1]) != nil {
 			return nil, false
 		}

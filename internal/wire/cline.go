@@ -1,23 +1,21 @@
-package httpapi
+package wire
 
 import (
 	"bytes"
 	"encoding/json"
 	"time"
-
-	"buildlog"
 )
 
-// appendCLine appends a stored entry line's dialect C text, as a JSON
+// AppendCLine appends a stored entry line's dialect C text, as a JSON
 // string: "[<source, or builder>] <UTC time> <message>".
 //
 // Decoding each line with encoding/json only to re-encode three of its
 // fields cost 5-7 µs a line and bounded polling at ~200k lines/s. Stored
-// lines are canonical (AppendEntryHead/AppendEntryTail: fixed key order,
-// one string escaper), and JSON string escaping works rune by rune, so the
-// encoded message and source can be copied into the output string as they
-// are. Anything that is not a canonical line takes the decoding path.
-func appendCLine(dst, line []byte) ([]byte, error) {
+// lines are canonical (AppendEntryHead/AppendEntryTail: the key order of
+// fields, one string escaper), and JSON string escaping works rune by
+// rune, so the encoded message and source can be copied into the output
+// string as they are. Anything that is not a canonical line takes the decoding path.
+func AppendCLine(dst, line []byte) ([]byte, error) {
 	if out, ok := appendCLineFast(dst, line); ok {
 		return out, nil
 	}
@@ -25,7 +23,7 @@ func appendCLine(dst, line []byte) ([]byte, error) {
 	if err := json.Unmarshal(line, &e); err != nil {
 		return dst, err
 	}
-	return buildlog.AppendJSONString(dst, e.text()), nil
+	return appendString(dst, e.text()), nil
 }
 
 // cLine scans a canonical line.
@@ -161,4 +159,27 @@ func digits(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// cEntry is what a dialect C line needs of an entry.
+type cEntry struct {
+	Timestamp string  `json:"timestamp"`
+	Message   string  `json:"message"`
+	Source    *string `json:"source"`
+}
+
+// cTimeLayout is the seed's line time, always in UTC.
+const cTimeLayout = "2006/01/02 15:04:05"
+
+// text is the line "[<source, or builder>] <UTC time> <message>".
+func (e *cEntry) text() string {
+	src := "builder"
+	if e.Source != nil && *e.Source != "" {
+		src = *e.Source
+	}
+	ts := e.Timestamp
+	if t, err := time.Parse(time.RFC3339Nano, e.Timestamp); err == nil {
+		ts = t.UTC().Format(cTimeLayout)
+	}
+	return "[" + src + "] " + ts + " " + e.Message
 }

@@ -1,9 +1,9 @@
-package buildlog_test
+package wire_test
 
 import (
 	"testing"
 
-	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // A finish body's mistakes are named, an empty body included (it once
@@ -17,7 +17,7 @@ func TestDecodeFinishErrors(t *testing.T) {
 		{`{"status":"ready","x":1}`, "invalid: body.x: unknown field"},
 		{`{"status":"failed","result":[1]}`, "invalid: result: want a JSON object"},
 	} {
-		_, err := buildlog.DecodeFinish([]byte(tc.body))
+		_, err := wire.DecodeFinish([]byte(tc.body))
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("%q: %v, want %s", tc.body, err, tc.want)
 		}

@@ -1,4 +1,4 @@
-package buildlog_test
+package wire_test
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"buildlog"
+	"buildlog/internal/wire"
 )
 
 // fuzzLimits are small, so that fuzzing reaches the limits' paths.
@@ -44,7 +45,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, ndjson bool) {
 		orig := bytes.Clone(body)
-		entries, first, err := buildlog.DecodeBatch(body, ndjson, fuzzLimits)
+		entries, first, err := wire.DecodeBatch(body, ndjson, fuzzLimits)
 		if !bytes.Equal(body, orig) {
 			t.Fatal("DecodeBatch changed its input")
 		}
@@ -76,19 +77,19 @@ func FuzzDecodeBatch(f *testing.F) {
 			if !slices.Contains(buildlog.Levels, e.Level) {
 				t.Fatalf("entries[%d]: level %q accepted", i, e.Level)
 			}
-			if !json.Valid(buildlog.AppendEntry(nil, e)) {
-				t.Fatalf("entries[%d]: canonical form is not JSON: %s", i, buildlog.AppendEntry(nil, e))
+			if !json.Valid(wire.AppendEntry(nil, e)) {
+				t.Fatalf("entries[%d]: canonical form is not JSON: %s", i, wire.AppendEntry(nil, e))
 			}
-			canon.Write(buildlog.AppendEntry(nil, e))
+			canon.Write(wire.AppendEntry(nil, e))
 			canon.WriteByte('\n')
 		}
 		// The canonical lines, read back as NDJSON, are the same entries.
-		again, _, err := buildlog.DecodeBatch(stripServerFields(t, canon.Bytes()), true, fuzzLimits)
+		again, _, err := wire.DecodeBatch(stripServerFields(t, canon.Bytes()), true, fuzzLimits)
 		if err != nil {
 			t.Fatalf("canonical form refused: %v\n%s", err, canon.Bytes())
 		}
 		for i := range entries {
-			a, b := buildlog.AppendEntry(nil, &entries[i]), buildlog.AppendEntry(nil, &again[i])
+			a, b := wire.AppendEntry(nil, &entries[i]), wire.AppendEntry(nil, &again[i])
 			if !bytes.Equal(a, b) {
 				t.Fatalf("entries[%d] changed in a round trip:\n%s\n%s", i, a, b)
 			}
@@ -133,7 +134,7 @@ func FuzzDecodeNewBuild(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		nb, err := buildlog.DecodeNewBuild(body)
+		nb, err := wire.DecodeNewBuild(body)
 		if err != nil {
 			wantClientError(t, err)
 			return
@@ -157,7 +158,7 @@ func FuzzDecodeNewWebhook(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		nw, u, err := buildlog.DecodeNewWebhook(body)
+		nw, u, err := wire.DecodeNewWebhook(body)
 		if err != nil {
 			wantClientError(t, err)
 			return
@@ -184,7 +185,7 @@ func FuzzDecodeFinish(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		fin, err := buildlog.DecodeFinish(body)
+		fin, err := wire.DecodeFinish(body)
 		if err != nil {
 			wantClientError(t, err)
 			return
