@@ -121,7 +121,10 @@ func startChild(ctx context.Context, command []string, dsn, dir string, maxStrea
 		"--addr", "127.0.0.1:0", "--idle-timeout", "24h",
 		"--max-streams-per-key", strconv.Itoa(maxStreams), "--max-streams", strconv.Itoa(maxStreams),
 		"--rate-per-key", "0", "--log-level", "info")
-	if logCap != nil {
+	switch {
+	case logCap != nil && logCap.MaxBytes == 0:
+		args = append(args, "--max-log-bytes", "0")
+	case logCap != nil:
 		args = append(args, "--max-log-bytes", strconv.FormatInt(logCap.MaxBytes, 10),
 			"--log-head-bytes", strconv.FormatInt(logCap.HeadBytes, 10))
 	}
