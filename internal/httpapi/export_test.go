@@ -8,3 +8,14 @@ func SetStreamWriteTimeout(d time.Duration) (restore func()) {
 	old := streamWriteTimeout.Swap(int64(d))
 	return func() { streamWriteTimeout.Store(old) }
 }
+
+// Patterns is the route table's patterns, each with whether it is
+// documented, for the tests that hold the table, the mux and the
+// document to each other.
+func Patterns() map[string]bool {
+	out := map[string]bool{}
+	for _, rt := range (&API{}).table() {
+		out[rt.pattern] = rt.op != nil
+	}
+	return out
+}

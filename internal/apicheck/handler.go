@@ -1,0 +1,88 @@
+package apicheck
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+)
+
+// maxKept bounds the response bytes kept for checking; a longer body is
+// checked by its status and headers only.
+const maxKept = 32 << 20
+
+// Handler serves next, checking every exchange with Check once next has
+// answered; report gets what is wrong (tests pass t.Error). Streams pass
+// through as they are written, flushes included.
+func (c *Checker) Handler(next http.Handler, report func(error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var reqBody []byte
+		if r.Body != nil {
+			reqBody, _ = io.ReadAll(r.Body)
+			r.Body.Close()
+			r.Body = io.NopCloser(bytes.NewReader(reqBody))
+		}
+		orig := r.Clone(r.Context())
+		rec := &recorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		x := &Exchange{Request: orig, RequestBody: reqBody, Status: status,
+			Header: rec.header, Body: rec.body.Bytes(),
+			Partial: rec.over || r.Context().Err() != nil || rec.writeErr}
+		if x.Header == nil {
+			x.Header = w.Header().Clone()
+		}
+		if err := c.Check(x); err != nil {
+			report(err)
+		}
+	})
+}
+
+// recorder passes a response through, keeping a copy of it.
+type recorder struct {
+	http.ResponseWriter
+	status   int
+	header   http.Header // as sent with the status
+	body     bytes.Buffer
+	over     bool // more than maxKept
+	writeErr bool // the client stopped reading
+}
+
+func (rec *recorder) WriteHeader(code int) {
+	if rec.status == 0 && code >= 200 {
+		rec.status = code
+		rec.header = rec.ResponseWriter.Header().Clone()
+	}
+	rec.ResponseWriter.WriteHeader(code)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.WriteHeader(http.StatusOK)
+	}
+	if !rec.over {
+		if rec.body.Len()+len(b) > maxKept {
+			rec.over = true
+			rec.body.Reset()
+		} else {
+			rec.body.Write(b)
+		}
+	}
+	n, err := rec.ResponseWriter.Write(b)
+	if err != nil {
+		rec.writeErr = true
+	}
+	return n, err
+}
+
+func (rec *recorder) Flush() {
+	if rec.status == 0 {
+		rec.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(rec.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
