@@ -34,6 +34,7 @@ type Checker struct {
 	// to be safe for concurrent use, and tests send in parallel.
 	mu      sync.Mutex
 	v       validator.Validator
+	vStatus validator.Validator // v without response bodies, for partial ones
 	schemas schema_validation.SchemaValidator
 	errorS  *base.Schema
 }
@@ -64,6 +65,7 @@ func New(doc []byte) (*Checker, error) {
 		return nil, fmt.Errorf("apicheck: validator: %w", errors.Join(verrs...))
 	}
 	c.v = v
+	c.vStatus = validator.NewValidatorFromV3Model(&m.Model, append(opts, config.WithoutResponseBodyValidation())...)
 	c.schemas = schema_validation.NewSchemaValidator(config.WithFormatAssertions())
 	if ok, errs := c.v.ValidateDocument(); !ok {
 		return nil, fmt.Errorf("apicheck: the document is not valid OpenAPI:\n%s", describe(errs))
@@ -116,8 +118,9 @@ type Exchange struct {
 	Status      int
 	Header      http.Header
 	Body        []byte
-	// Partial says the response body was cut short (the client left, or
-	// it was too long to keep): only its status and headers are checked.
+	// Partial says a JSON response body was cut short (the client left,
+	// or it was too long to keep): only its status is checked. (A
+	// stream's body may be any prefix: only its whole frames are checked.)
 	Partial bool
 }
 
@@ -135,15 +138,14 @@ func (c *Checker) Check(x *Exchange) error {
 	req.ContentLength = int64(len(x.RequestBody))
 	res := &http.Response{StatusCode: x.Status, Header: x.Header, Request: req,
 		Body: io.NopCloser(bytes.NewReader(x.Body))}
+	v := c.v
 	if x.Partial {
-		// The status and content type are still held to the document;
-		// an empty body of a streamed type decodes to no frames.
-		res.Body = http.NoBody
+		v = c.vStatus
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []*verrors.ValidationError
-	if _, rerrs := c.v.ValidateHttpResponse(req, res); len(rerrs) > 0 {
+	if _, rerrs := v.ValidateHttpResponse(req, res); len(rerrs) > 0 {
 		if routeMissing(rerrs) {
 			return c.checkUnrouted(x)
 		}
@@ -198,9 +200,14 @@ func (c *Checker) checkUnrouted(x *Exchange) error {
 }
 
 func isJSON(ct string) bool {
-	mt, _, _ := strings.Cut(ct, ";")
-	mt = strings.TrimSpace(strings.ToLower(mt))
+	mt := mediaType(ct)
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// mediaType is ct without parameters, in lower case.
+func mediaType(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.TrimSpace(strings.ToLower(mt))
 }
 
 // decodeNDJSON reads an NDJSON body as the array of its lines, which is

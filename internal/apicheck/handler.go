@@ -6,9 +6,15 @@ import (
 	"net/http"
 )
 
-// maxKept bounds the response bytes kept for checking; a longer body is
-// checked by its status and headers only.
-const maxKept = 32 << 20
+// maxKept bounds the bytes of a JSON response kept for checking; a longer
+// body is checked by its status only. A stream (SSE, NDJSON) is checked
+// on its first maxStreamKept bytes, frame by frame: enough for what a
+// functional test reads, and little enough that a hundred followers of a
+// long log do not hold it all (the memory tests measure the heap).
+const (
+	maxKept       = 32 << 20
+	maxStreamKept = 64 << 10
+)
 
 // Handler serves next, checking every exchange with Check once next has
 // answered; report gets what is wrong (tests pass t.Error). Streams pass
@@ -30,7 +36,7 @@ func (c *Checker) Handler(next http.Handler, report func(error)) http.Handler {
 		}
 		x := &Exchange{Request: orig, RequestBody: reqBody, Status: status,
 			Header: rec.header, Body: rec.body.Bytes(),
-			Partial: rec.over || r.Context().Err() != nil || rec.writeErr}
+			Partial: !rec.stream && (rec.over || r.Context().Err() != nil || rec.writeErr)}
 		if x.Header == nil {
 			x.Header = w.Header().Clone()
 		}
@@ -47,6 +53,7 @@ type recorder struct {
 	header   http.Header // as sent with the status
 	body     bytes.Buffer
 	over     bool // more than maxKept
+	stream   bool // an event stream or NDJSON: a prefix is kept
 	writeErr bool // the client stopped reading
 }
 
@@ -54,6 +61,10 @@ func (rec *recorder) WriteHeader(code int) {
 	if rec.status == 0 && code >= 200 {
 		rec.status = code
 		rec.header = rec.ResponseWriter.Header().Clone()
+		switch mediaType(rec.header.Get("Content-Type")) {
+		case "text/event-stream", "application/x-ndjson":
+			rec.stream = true
+		}
 	}
 	rec.ResponseWriter.WriteHeader(code)
 }
@@ -62,7 +73,12 @@ func (rec *recorder) Write(b []byte) (int, error) {
 	if rec.status == 0 {
 		rec.WriteHeader(http.StatusOK)
 	}
-	if !rec.over {
+	switch {
+	case rec.stream:
+		if room := maxStreamKept - rec.body.Len(); room > 0 {
+			rec.body.Write(b[:min(room, len(b))])
+		}
+	case !rec.over:
 		if rec.body.Len()+len(b) > maxKept {
 			rec.over = true
 			rec.body.Reset()

@@ -1,6 +1,9 @@
 package httpapi
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // SetStreamWriteTimeout changes how long one stream write may block, for
 // tests of stalled readers; it returns a func restoring the old value.
@@ -18,4 +21,10 @@ func Patterns() map[string]bool {
 		out[rt.pattern] = rt.op != nil
 	}
 	return out
+}
+
+// RoutePattern is the pattern of the route the API's mux picks for r.
+func (a *API) RoutePattern(r *http.Request) string {
+	_, p := a.mux.Handler(r)
+	return p
 }

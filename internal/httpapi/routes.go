@@ -271,7 +271,7 @@ var dialectAOp = &operation{
 		refParam("BuildID"),
 		refParam("Offset"), refParam("Cursor"), refParam("LastEventID"),
 		{Name: "tail", In: "query", Desc: "Start this many entries before the end of the log (at request time). Not with `offset`/`cursor`; a reconnect's `Last-Event-ID` wins over it.",
-			Schema: map[string]any{"type": "integer", "minimum": 0}},
+			Schema: ref("OffsetParam")},
 		{Name: "follow", In: "query", Desc: "Keep the stream open for live entries until the terminal entry.", Schema: boolSchema},
 		{Name: "limit", In: "query", Desc: "JSON form only: entries per page, 1 to 10000.",
 			Schema: map[string]any{"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}},
