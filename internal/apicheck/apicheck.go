@@ -301,6 +301,9 @@ type event struct{ id, event, data string }
 // never sends), calling fn with each dispatched event. An event without
 // its closing blank line is a stream cut short, and is not dispatched.
 func readEvents(body []byte, fn func(event)) error {
+	// A line without its newline is a stream cut short (or a kept
+	// prefix ending mid-line): it is not read.
+	body = body[:bytes.LastIndexByte(body, '\n')+1]
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 0, 64<<10), 32<<20)
 	var ev event
@@ -334,4 +337,44 @@ func readEvents(body []byte, fn func(event)) error {
 		}
 	}
 	return sc.Err()
+}
+
+// CheckDelivery holds a webhook delivery, as a receiver got it, to the
+// document's webhooks: the operation of its Buildlog-Event type, the
+// headers it names and the schema of its body.
+func (c *Checker) CheckDelivery(header http.Header, body []byte) error {
+	typ := header.Get("Buildlog-Event")
+	if c.model.Webhooks == nil {
+		return errors.New("delivery: the document has no webhooks")
+	}
+	item := c.model.Webhooks.GetOrZero(typ)
+	if item == nil || item.Post == nil {
+		return fmt.Errorf("delivery: Buildlog-Event %q is not one of the document's webhooks", typ)
+	}
+	op := item.Post
+	var problems []string
+	for _, p := range op.Parameters {
+		if p.In == "header" && p.Required != nil && *p.Required && header.Get(p.Name) == "" {
+			problems = append(problems, "no "+p.Name+" header")
+		}
+	}
+	if op.RequestBody == nil || op.RequestBody.Content == nil {
+		return fmt.Errorf("delivery %s: the document gives its body no schema", typ)
+	}
+	ct := header.Get("Content-Type")
+	mt := op.RequestBody.Content.GetOrZero(mediaType(ct))
+	if mt == nil || mt.Schema == nil {
+		problems = append(problems, fmt.Sprintf("Content-Type %q is not the document's", ct))
+	} else {
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			problems = append(problems, "body is not JSON: "+err.Error())
+		} else if ok, errs := c.schemas.ValidateSchemaObject(mt.Schema.Schema(), v); !ok {
+			problems = append(problems, "body:\n"+describe(errs))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("delivery %s, not as the document says: %s", typ, strings.Join(problems, "; "))
+	}
+	return nil
 }

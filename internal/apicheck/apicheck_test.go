@@ -148,6 +148,14 @@ func TestSSEDrift(t *testing.T) {
 	if errs := serve(t, sse("id: 0\nevent: entry\ndata: "+entry), "GET", path, "", "Authorization", "Bearer k"); len(errs) == 0 {
 		t.Fatal("a stream with the wrong event name passed")
 	}
+	// A stream cut short mid-frame is checked on its whole frames.
+	cut := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.Write([]byte("retry: 3000\n\nid: 0\nevent: log\ndata: " + entry + "\n\nid: 1\nev"))
+	}
+	if errs := serve(t, cut, "GET", path, "", "Authorization", "Bearer k"); len(errs) > 0 {
+		t.Fatalf("a stream cut mid-frame was refused: %v", errs)
+	}
 }
 
 // A request to no documented route must get a JSON error.
@@ -157,5 +165,29 @@ func TestUnroutedRequests(t *testing.T) {
 	}
 	if errs := serve(t, jsonHandler(200, `{}`), "GET", "/v1/nope", ""); len(errs) == 0 {
 		t.Fatal("a 200 for an undocumented route passed")
+	}
+}
+
+// A webhook delivery is held to the document's webhooks.
+func TestDeliveryDrift(t *testing.T) {
+	c := checker(t)
+	build := `{"build_id":"tb_1","template_id":"t","team":"default","status":"ready","created_at":"2026-03-17T00:00:12Z",` +
+		`"updated_at":"2026-03-17T00:00:13Z","next_offset":1,"entry_count":1,"kept_bytes":10}`
+	body := `{"id":"evt_1","type":"build.finished","created_at":"2026-03-17T00:00:13Z","build":` + build + `}`
+	h := http.Header{"Content-Type": {"application/json"}, "Buildlog-Event": {"build.finished"},
+		"Buildlog-Delivery": {"evt_1"}, "Buildlog-Signature": {"t=1,v1=00"}}
+	if err := c.CheckDelivery(h, []byte(body)); err != nil {
+		t.Fatalf("a documented delivery was refused: %v", err)
+	}
+	if err := c.CheckDelivery(h, []byte(strings.Replace(body, `"kept_bytes"`, `"keptBytes"`, 1))); err == nil {
+		t.Fatal("a delivery with a renamed build field passed")
+	}
+	h.Del("Buildlog-Signature")
+	if err := c.CheckDelivery(h, []byte(body)); err == nil {
+		t.Fatal("an unsigned delivery passed")
+	}
+	h.Set("Buildlog-Event", "build.exploded")
+	if err := c.CheckDelivery(h, []byte(body)); err == nil {
+		t.Fatal("an undocumented event type passed")
 	}
 }
