@@ -73,7 +73,8 @@ func (a *API) table() []route {
 				"With `first_offset` (in the body, or the `Buildlog-First-Offset` header for NDJSON) the append is an idempotent retry: " +
 				"stored only if it is the build's next offset; a batch of the same entries (as sent, before the server filled in timestamps " +
 				"or masked secrets) already stored from there is answered as the first time, storing nothing twice; otherwise `409` with " +
-				"`next_offset` in the error body. A retry of a batch the size cap has since dropped is still answered as the first time.",
+				"`next_offset` in the error body. A retry of a batch the size cap has since dropped is a `409` with `next_offset`: the cap " +
+				"drops a batch only after far more newer entries than a producer has in flight while it retries.",
 			Params: []param{refParam("BuildID"), {Name: "Buildlog-First-Offset", In: "header",
 				Desc:   "The `first_offset` of an NDJSON body (for a JSON body it must agree with the body's, if both are given).",
 				Schema: map[string]any{"type": "string", "pattern": "^[0-9]+$"}}},
