@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"buildlog/internal/apicheck"
+	"buildlog/internal/httpapi"
 )
 
 // binPath is the real binary, built once for the tests that run it.
@@ -130,8 +133,35 @@ func (p *proc) do(method, path, key, body string, hdr ...string) (int, []byte) {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
+	b, err := io.ReadAll(res.Body)
+	checkExchange(p.t, req, body, res, b, err != nil)
 	return res.StatusCode, b
+}
+
+var (
+	checkerOnce sync.Once
+	docChecker  *apicheck.Checker
+	checkerErr  error
+)
+
+// checkExchange holds what the binary answered to the API's document
+// (GET /openapi.json), as internal/httpapi's tests do in process: a
+// response, or an accepted request, that the document does not describe
+// fails the test. The console's pages are not the API's.
+func checkExchange(t *testing.T, req *http.Request, body string, res *http.Response, b []byte, partial bool) {
+	t.Helper()
+	if strings.HasPrefix(req.URL.Path, "/console/") {
+		return
+	}
+	checkerOnce.Do(func() { docChecker, checkerErr = apicheck.New(httpapi.Document()) })
+	if checkerErr != nil {
+		t.Fatal(checkerErr)
+	}
+	x := &apicheck.Exchange{Request: req, RequestBody: []byte(body), Status: res.StatusCode,
+		Header: res.Header, Body: b, Partial: partial}
+	if err := docChecker.Check(x); err != nil {
+		t.Errorf("openapi: %v", err)
+	}
 }
 
 func mustJSON(t *testing.T, b []byte) map[string]any {

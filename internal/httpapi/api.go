@@ -279,58 +279,6 @@ func (s *StatusRecorder) Write(b []byte) (int, error) {
 // without it streams would silently stop flushing.
 func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-func (a *API) routes() {
-	a.mux = http.NewServeMux()
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	a.handle("GET /readyz", a.ready)
-	if a.cfg.Metrics != nil {
-		// Like /healthz, unauthenticated: scrapers carry no API key, and
-		// the figures name no build, team or key.
-		a.mux.Handle("GET /metrics", a.cfg.Metrics.Handler())
-	}
-
-	a.handle("POST /v1/templates/{template_id}/builds", a.createBuild)
-	a.handle("POST /v1/templates/builds/{build_id}/logs", a.appendLogs)
-	a.handle("POST /v1/templates/builds/{build_id}/finish", a.finishBuild)
-	a.handle("GET /v1/templates/builds/{build_id}", a.getBuild)
-	a.handle("GET /v1/templates/builds", a.listBuilds)
-	a.handle(routeStreamLogs, a.streamLogs)
-	a.handle("POST /v1/templates/builds/{build_id}/stream-token", a.createStreamToken)
-
-	a.handle(routeBuildEvents, a.buildEvents)
-	a.handle("GET /v1/builds/{buildId}/logs", a.pollLogs)
-	a.handle("GET /v1/builds/{buildId}", a.pollBuild)
-
-	a.handle("POST /v1/keys", a.createKey)
-	a.handle("GET /v1/keys", a.listKeys)
-	a.handle("DELETE /v1/keys/{id}", a.deleteKey)
-
-	a.handle("POST /v1/webhooks", a.createWebhook)
-	a.handle("GET /v1/webhooks", a.listWebhooks)
-	a.handle("DELETE /v1/webhooks/{id}", a.deleteWebhook)
-	a.handle("GET /v1/webhooks/{id}/deliveries", a.listDeliveries)
-
-	// Anything else under the API prefixes is a JSON 404 (after auth, so
-	// the shape of the API is not probed for free).
-	notFound := func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := a.authenticate(r, buildlog.ScopeRead, ""); err != nil {
-			return err
-		}
-		return buildlog.Errorf(buildlog.ENotFound, "no route %s %s", r.Method, r.URL.Path)
-	}
-	a.handle("/v1/", notFound)
-	a.handle("/templates/", notFound)
-}
-
-// The stream routes, named because stream metrics are labelled by dialect
-// and follow streams take their connections over (detach).
-const (
-	routeStreamLogs  = "GET /v1/templates/builds/{build_id}/logs"
-	routeBuildEvents = "GET /templates/{namespace}/{name}/{version}/build/events"
-)
-
 // ServeHTTP serves the API.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 

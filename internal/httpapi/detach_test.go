@@ -19,7 +19,8 @@ import (
 )
 
 // detachServer is an API behind a request recorder, as serve's request
-// log is, on a server that counts the connections handlers took over.
+// log is, and the document checker, on a server that counts the
+// connections handlers took over.
 type detachServer struct {
 	*server
 	hijacked atomic.Int32
@@ -35,8 +36,10 @@ func newDetachServer(t *testing.T) *detachServer {
 	}
 	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second})
 	d := &detachServer{server: &server{t: t, store: st, api: api}, done: make(chan int, 100)}
+	// Both observers: the request log's recorder and the document checker.
+	h := checked(t, api)
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpapi.Record(w, r, api, func(status int) {
+		httpapi.Record(w, r, h, func(status int) {
 			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/logs") {
 				d.done <- status
 			}

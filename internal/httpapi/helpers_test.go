@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"buildlog"
+	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
@@ -45,7 +47,7 @@ func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 		m(&cfg)
 	}
 	s.api = httpapi.New(cfg)
-	ts := httptest.NewServer(s.api)
+	ts := httptest.NewServer(checked(t, s.api))
 	t.Cleanup(func() {
 		s.api.Drain()
 		ts.Close()
@@ -54,6 +56,25 @@ func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 	})
 	s.URL = ts.URL
 	return s
+}
+
+var (
+	checkerOnce sync.Once
+	docChecker  *apicheck.Checker
+	checkerErr  error
+)
+
+// checked puts h behind the OpenAPI checker: every response the test
+// gets, and every request body the API accepts, must be as GET
+// /openapi.json says, or the test fails. It is what keeps the document
+// and the handlers from drifting apart.
+func checked(t *testing.T, h http.Handler) http.Handler {
+	t.Helper()
+	checkerOnce.Do(func() { docChecker, checkerErr = apicheck.New(httpapi.Document()) })
+	if checkerErr != nil {
+		t.Fatal(checkerErr)
+	}
+	return docChecker.Handler(h, func(err error) { t.Errorf("openapi: %v", err) })
 }
 
 type resp struct {

@@ -37,7 +37,7 @@ func serverOn(t *testing.T, st buildlog.Store, mod ...func(*httpapi.Config)) *se
 		m(&cfg)
 	}
 	s.api = httpapi.New(cfg)
-	ts := httptest.NewServer(s.api)
+	ts := httptest.NewServer(checked(t, s.api))
 	t.Cleanup(func() { s.api.Drain(); ts.Close(); waitStreams(t, s.api) })
 	s.URL = ts.URL
 	return s

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
 	"buildlog/internal/metrics"
 	"buildlog/internal/postgres"
@@ -83,6 +84,23 @@ func eachStore(t *testing.T, fn func(t *testing.T, st buildlog.Store)) {
 	})
 }
 
+var (
+	checkerOnce sync.Once
+	checker     *apicheck.Checker
+	checkerErr  error
+)
+
+// docChecker holds the API's exchanges and the deliveries to the
+// OpenAPI document, as internal/httpapi's tests do.
+func docChecker(t *testing.T) *apicheck.Checker {
+	t.Helper()
+	checkerOnce.Do(func() { checker, checkerErr = apicheck.New(httpapi.Document()) })
+	if checkerErr != nil {
+		t.Fatal(checkerErr)
+	}
+	return checker
+}
+
 // server is the real HTTP API on a store, over loopback.
 type server struct {
 	t   *testing.T
@@ -97,7 +115,8 @@ func newServer(t *testing.T, st buildlog.Store, allowPrivate bool) *server {
 		t.Fatal(err)
 	}
 	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, WebhookAllowPrivate: allowPrivate})
-	ts := httptest.NewServer(api)
+	c := docChecker(t)
+	ts := httptest.NewServer(c.Handler(api, func(err error) { t.Errorf("openapi: %v", err) }))
 	t.Cleanup(func() { api.Drain(); ts.Close() })
 	return &server{t: t, URL: ts.URL, api: api}
 }
@@ -242,6 +261,7 @@ type event struct {
 // with respond(n) for its n-th request (from 1), 204 when respond is nil.
 type receiver struct {
 	*httptest.Server
+	t   *testing.T
 	got chan request
 	mu  sync.Mutex
 	n   int
@@ -261,7 +281,7 @@ func newReceiver(t *testing.T, respond func(n int, r *http.Request) int) *receiv
 // newRawReceiver is a receiver whose handler does all the answering;
 // it calls rc.note to record a request.
 func newRawReceiver(t *testing.T, h func(rc *receiver, w http.ResponseWriter, r *http.Request)) *receiver {
-	rc := &receiver{got: make(chan request, 1000)}
+	rc := &receiver{t: t, got: make(chan request, 1000)}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(rc, w, r) }))
 	t.Cleanup(rc.Close)
 	return rc
@@ -270,6 +290,10 @@ func newRawReceiver(t *testing.T, h func(rc *receiver, w http.ResponseWriter, r 
 // note records r and returns its number, from 1.
 func (rc *receiver) note(r *http.Request) int {
 	body, _ := io.ReadAll(r.Body)
+	// What hooks receive is documented too, under the document's webhooks.
+	if err := docChecker(rc.t).CheckDelivery(r.Header, body); err != nil {
+		rc.t.Errorf("openapi: %v", err)
+	}
 	rc.mu.Lock()
 	rc.n++
 	n := rc.n

@@ -152,7 +152,7 @@ func TestReceiverDownThenUp(t *testing.T) {
 		if err != nil {
 			t.Fatalf("listen on %s again: %v", addr, err)
 		}
-		rc := &receiver{got: make(chan request, 10)}
+		rc := &receiver{t: t, got: make(chan request, 10)}
 		rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rc.note(r) }))
 		rc.Listener.Close()
 		rc.Listener = ln
