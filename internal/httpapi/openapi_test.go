@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -97,5 +98,20 @@ func TestServesDocument(t *testing.T) {
 	}
 	if err := json.Unmarshal(r.body, &doc); err != nil || !strings.HasPrefix(doc.OpenAPI, "3.1.") {
 		t.Fatalf("openapi %q (%v)", doc.OpenAPI, err)
+	}
+}
+
+// docs/API.md, the reference people read, names every operation of the
+// document as "METHOD /path", so a route cannot be added to one and not
+// the other.
+func TestReferenceCoversEveryRoute(t *testing.T) {
+	ref, err := os.ReadFile("../../docs/API.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for op := range docOperations(t) {
+		if !bytes.Contains(ref, []byte(op)) {
+			t.Errorf("docs/API.md does not name %s", op)
+		}
 	}
 }
