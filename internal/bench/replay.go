@@ -3,15 +3,20 @@ package bench
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"time"
 
+	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // prepBatch is the entries per append when filling the replayed build: the
@@ -53,9 +58,54 @@ func (r *runner) finishedBuild(ctx context.Context) (string, error) {
 	if err := r.c.finish(ctx, id); err != nil {
 		return "", err
 	}
+	if err := r.awaitCompacted(ctx, id); err != nil {
+		return "", err
+	}
 	r.replayID = id
 	r.progress("replay: filled build %s with %d entries in %.1fs", id, n, time.Since(start).Seconds())
 	return id, nil
+}
+
+// awaitCompacted waits, when the bench owns the store, until the compactor
+// has rewritten build id: replay and polling then read a finished build as
+// its readers do, from compressed segments, and not beside the compactor's
+// own work (compressing a million entries takes seconds of CPU). A store
+// without compaction (a --serve-bin from before it) is not waited for.
+func (r *runner) awaitCompacted(ctx context.Context, id string) error {
+	var db storageDB
+	switch {
+	case r.cfg.URL != "":
+		return nil
+	case r.pgDSN != "":
+		conn, err := pgx.Connect(ctx, r.pgDSN)
+		if err != nil {
+			return err
+		}
+		db = pgDB{conn}
+	default:
+		sdb, err := sql.Open("sqlite", "file:"+filepath.Join(r.tmp, "data", sqlite.FileName)+"?mode=ro&_pragma=busy_timeout(10000)")
+		if err != nil {
+			return err
+		}
+		db = sqliteDB{sdb}
+	}
+	defer db.close()
+	start := time.Now()
+	for deadline := start.Add(10 * time.Minute); ; {
+		n, err := db.compacted(ctx, []string{id})
+		if err != nil {
+			r.progress("replay: not waiting for compaction (%v)", err)
+			return nil
+		}
+		if n == 1 {
+			r.progress("replay: build compacted %.1fs after its finish", time.Since(start).Seconds())
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replay: build not compacted 10 minutes after its finish")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // countWriter counts the SSE events of entries in what is written to it,
@@ -188,7 +238,7 @@ func (r *runner) replay(ctx context.Context) error {
 	}
 	r.figs = append(r.figs,
 		figure{scenario: "replay", name: fmt.Sprintf("entries/s (%s entries)", thousands(int64(r.cfg.ReplayEntries))), unit: perSecond,
-			vals: rates, base: baseRates, baseName: "(bytes from memory)", target: "≥ 0.3× baseline", check: atLeastBase(0.3)},
+			vals: rates, base: baseRates, baseName: "(bytes from memory)", target: "≥ 0.5× baseline", check: atLeastBase(0.5)},
 		figure{scenario: "replay", name: "MB/s", unit: mbPerSecond, vals: mbs, base: baseMBs, baseName: "(bytes from memory)"},
 	)
 	if len(perCPU) > 0 {
