@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -122,6 +123,8 @@ func startChild(ctx context.Context, command []string, dsn, dir string, maxStrea
 		"--max-streams-per-key", strconv.Itoa(maxStreams), "--max-streams", strconv.Itoa(maxStreams),
 		"--rate-per-key", "0", "--log-level", "info")
 	switch {
+	case logCap != nil && logCap.MaxBytes == 0 && !knowsFlag(command, "max-log-bytes"):
+		// A --serve-bin from before the cap has none to turn off.
 	case logCap != nil && logCap.MaxBytes == 0:
 		args = append(args, "--max-log-bytes", "0")
 	case logCap != nil:
@@ -317,4 +320,10 @@ func (m cpuMeter) per(n float64) (float64, bool) {
 		return 0, false
 	}
 	return n / (c - m.start).Seconds(), true
+}
+
+// knowsFlag reports whether the serve command lists flag in its help.
+func knowsFlag(command []string, flag string) bool {
+	out, _ := exec.Command(command[0], append(append([]string(nil), command[1:]...), "-h")...).CombinedOutput()
+	return bytes.Contains(out, []byte("-"+flag+" "))
 }
