@@ -15,7 +15,7 @@ import (
 // may run it on one database: each swap locks its build's row.
 func (s *Store) StartCompactor(interval time.Duration) {
 	s.compactor.Start(interval, func(ctx context.Context) (bool, error) {
-		n, err := segment.Pass(ctx, compactLog{s}, segment.Target, 8)
+		n, err := s.compactor.Pass(ctx, compactLog{s}, segment.Target, 8)
 		if err != nil {
 			return n > 0, wrap("compact", err)
 		}
@@ -23,13 +23,13 @@ func (s *Store) StartCompactor(interval time.Duration) {
 	})
 }
 
-// Compact compacts every log that is due now (see segment.All), in
+// Compact compacts every log that is due now (see segment.Background.All), in
 // segments of about target bytes (0: segment.Target), and returns how
 // many builds it rewrote. Each build's swap is one transaction that locks
 // the build's row, as appends do, so it never races one, and a crash
 // leaves the log as it was before or after.
 func (s *Store) Compact(ctx context.Context, target int) (int, error) {
-	n, err := segment.All(ctx, compactLog{s}, target)
+	n, err := s.compactor.All(ctx, compactLog{s}, target)
 	if err != nil {
 		return n, wrap("compact", err)
 	}
@@ -40,25 +40,15 @@ func (s *Store) Compact(ctx context.Context, target int) (int, error) {
 // swap through the writer.
 type compactLog struct{ s *Store }
 
-func (l compactLog) Due(ctx context.Context, limit, raw int) (finished, running []string, err error) {
+func (l compactLog) Finished(ctx context.Context, limit int) ([]string, error) {
 	ctx, cancel := l.s.bound(ctx)
 	defer cancel()
 	rows, err := l.s.pool.Query(ctx, `SELECT id FROM builds WHERE finished_at IS NOT NULL AND NOT compacted
 		ORDER BY finished_at LIMIT $1`, limit)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if finished, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-		return nil, nil, err
-	}
-	rows, err = l.s.pool.Query(ctx, `SELECT c.build_id FROM builds b JOIN chunks c ON c.build_id = b.id
-		WHERE b.finished_at IS NULL AND c.codec = 0
-		GROUP BY c.build_id HAVING sum(octet_length(c.data)) >= $1`, raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	running, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	return finished, running, err
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func (l compactLog) Pieces(ctx context.Context, id string) ([]segment.Piece, error) {

@@ -84,6 +84,12 @@ func (s *Store) commit(reqs []*request) {
 			r.Err = err
 			r.Op.res, r.Op.build, r.Op.chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
 		}
+		return
+	}
+	for _, r := range reqs {
+		if r.Err == nil && r.Op.batch != nil {
+			s.compactor.Appended(r.Op.buildID, r.Op.batch.Size())
+		}
 	}
 }
 

@@ -5,14 +5,13 @@ import (
 	"errors"
 )
 
-// A Log is one store's side of compaction: its queries. Pass and All are
-// the plan both stores follow, written once, so the stores differ only in
-// SQL.
+// A Log is one store's side of compaction: its queries. Background.Pass
+// and All are the plan both stores follow, written once, so the stores
+// differ only in SQL.
 type Log interface {
-	// Due returns up to limit finished builds not yet compacted, oldest
-	// first, and the running builds whose raw chunks hold at least raw
-	// bytes.
-	Due(ctx context.Context, limit, raw int) (finished, running []string, err error)
+	// Finished returns up to limit finished builds not yet compacted,
+	// oldest first.
+	Finished(ctx context.Context, limit int) ([]string, error)
 	// Pieces lists a build's chunks in offset order.
 	Pieces(ctx context.Context, id string) ([]Piece, error)
 	// Raw calls fn with each raw chunk of the build whose first offset is
@@ -59,10 +58,11 @@ type Hash struct {
 var ErrStale = errors.New("chunks changed while compacting")
 
 // Pass compacts up to limit finished builds not yet compacted, oldest
-// first, and the running builds that are due, into segments of about
-// target bytes, and returns how many builds it rewrote.
-func Pass(ctx context.Context, l Log, target, limit int) (int, error) {
-	finished, running, err := l.Due(ctx, limit, 2*target)
+// first, and the running builds that are due (see Appended), into
+// segments of about target bytes, and returns how many builds it
+// rewrote.
+func (b *Background) Pass(ctx context.Context, l Log, target, limit int) (int, error) {
+	finished, err := l.Finished(ctx, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -71,13 +71,17 @@ func Pass(ctx context.Context, l Log, target, limit int) (int, error) {
 		if _, err := compact(ctx, l, id, true, target); err != nil {
 			return n, err
 		}
+		b.compacted(id)
 		n++
 	}
-	for _, id := range running {
+	for _, id := range b.due(2 * target) {
 		did, err := compact(ctx, l, id, false, target)
 		if err != nil {
 			return n, err
 		}
+		// Also when nothing was done (the build is gone, or its chunks
+		// changed): its count starts again rather than asking every pass.
+		b.compacted(id)
 		if did {
 			n++
 		}
@@ -88,14 +92,15 @@ func Pass(ctx context.Context, l Log, target, limit int) (int, error) {
 // All compacts every log that is due now, in segments of about target
 // bytes (0: Target), and returns how many builds it rewrote. A finished
 // build's chunks all become segments; a running build's raw chunks do
-// once they hold two segments' worth, except the newest segment's worth.
-func All(ctx context.Context, l Log, target int) (int, error) {
+// once two segments' worth has been appended since its last compaction,
+// except the newest segment's worth.
+func (b *Background) All(ctx context.Context, l Log, target int) (int, error) {
 	if target <= 0 {
 		target = Target
 	}
 	total := 0
 	for {
-		n, err := Pass(ctx, l, target, 64)
+		n, err := b.Pass(ctx, l, target, 64)
 		total += n
 		if err != nil || n == 0 {
 			return total, err

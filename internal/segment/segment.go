@@ -150,6 +150,48 @@ type Background struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// raw is, per running build, the raw bytes this process's writer
+	// committed to it since its last compaction (Appended). It is what
+	// makes a running build due: asking the store instead summed every
+	// raw chunk of every running build on each pass, measured at 19% of
+	// the server's CPU with 256 builds appending.
+	rawMu sync.Mutex
+	raw   map[string]int64
+}
+
+// Appended notes n raw bytes committed to running build id. A build is
+// due once this process has appended two segments' worth to it since its
+// last compaction: after a restart, or on a build other servers append to
+// as well, its older raw chunks wait for that, or for its finish, which
+// compacts everything.
+func (b *Background) Appended(id string, n int) {
+	b.rawMu.Lock()
+	defer b.rawMu.Unlock()
+	if b.raw == nil {
+		b.raw = map[string]int64{}
+	}
+	b.raw[id] += int64(n)
+}
+
+// due returns the running builds with at least min raw bytes appended.
+func (b *Background) due(min int) []string {
+	b.rawMu.Lock()
+	defer b.rawMu.Unlock()
+	var ids []string
+	for id, n := range b.raw {
+		if n >= int64(min) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// compacted starts build id's count again.
+func (b *Background) compacted(id string) {
+	b.rawMu.Lock()
+	defer b.rawMu.Unlock()
+	delete(b.raw, id)
 }
 
 // Start runs pass until Stop; pass reports whether it left work undone,

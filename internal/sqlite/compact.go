@@ -12,18 +12,18 @@ import (
 // interval and soon after a build finishes, until Close.
 func (s *Store) StartCompactor(interval time.Duration) {
 	s.compactor.Start(interval, func(ctx context.Context) (bool, error) {
-		n, err := segment.Pass(ctx, compactLog{s}, segment.Target, 8)
+		n, err := s.compactor.Pass(ctx, compactLog{s}, segment.Target, 8)
 		return n > 0, wrap("compact", err)
 	})
 }
 
-// Compact compacts every log that is due now (see segment.All), in
+// Compact compacts every log that is due now (see segment.Background.All), in
 // segments of about target bytes (0: segment.Target), and returns how
 // many builds it rewrote. Each build's swap is one transaction of the
 // writer, so it never races an append and a crash leaves the log as
 // before or after.
 func (s *Store) Compact(ctx context.Context, target int) (int, error) {
-	n, err := segment.All(ctx, compactLog{s}, target)
+	n, err := s.compactor.All(ctx, compactLog{s}, target)
 	return n, wrap("compact", err)
 }
 
@@ -31,23 +31,13 @@ func (s *Store) Compact(ctx context.Context, target int) (int, error) {
 // the swap through the writer.
 type compactLog struct{ s *Store }
 
-func (l compactLog) Due(ctx context.Context, limit, raw int) (finished, running []string, err error) {
+func (l compactLog) Finished(ctx context.Context, limit int) ([]string, error) {
 	rows, err := l.s.r.QueryContext(ctx, `SELECT id FROM builds WHERE finished_at IS NOT NULL AND compacted = 0
 		ORDER BY finished_at, id LIMIT ?`, limit)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if finished, err = collect(rows); err != nil {
-		return nil, nil, err
-	}
-	rows, err = l.s.r.QueryContext(ctx, `SELECT c.build_id FROM builds b JOIN chunks c ON c.build_id = b.id
-		WHERE b.finished_at IS NULL AND c.codec = 0
-		GROUP BY c.build_id HAVING sum(length(c.data)) >= ?`, raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	running, err = collect(rows)
-	return finished, running, err
+	return collect(rows)
 }
 
 func collect(rows *sql.Rows) ([]string, error) {

@@ -132,11 +132,18 @@ func (s *Store) commit(reqs []*request) {
 	if g.omitted > 0 && s.onOmit != nil {
 		s.onOmit(g.omitted)
 	}
+	kick := false
 	for _, r := range reqs {
-		if r.Op.fin != nil && r.Err == nil {
-			s.compactor.Kick() // a finished build is due
-			break
+		switch {
+		case r.Err != nil:
+		case r.Op.batch != nil:
+			s.compactor.Appended(r.Op.buildID, r.Op.batch.Size())
+		case r.Op.fin != nil:
+			kick = true // a finished build is due
 		}
+	}
+	if kick {
+		s.compactor.Kick()
 	}
 	s.kick()
 }
