@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -148,7 +149,7 @@ func strictUnmarshal(data []byte, v any) error {
 	if _, err := dec.Token(); err == nil {
 		return errors.New("unexpected data after the JSON value")
 	}
-	return nil
+	return exactKeys(data, reflect.TypeOf(v))
 }
 
 // fieldProblem renders a decode error as ".field: problem" (or ": problem"
