@@ -134,9 +134,14 @@ func compactionCrash(t *testing.T, storeArgs []string, probe func(*testing.T) co
 		entries       = 5000 // about 2.5 MB of lines a build: three segments
 		batch         = 250
 	)
-	addr := freeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k"}
-	args := append([]string{"--addr", addr, "--rate-per-key", "0"}, storeArgs...)
+	// A fresh address for every start: nothing here needs the same one,
+	// and a port freed by a kill may be taken by another package's test
+	// server before the restart binds it.
+	start := func() *proc {
+		addr := freeAddr(t)
+		return startServe(t, addr, env, append([]string{"--addr", addr, "--rate-per-key", "0"}, storeArgs...)...)
+	}
 	rng := rand.New(rand.NewPCG(7, 13))
 	var all []*crashBuild
 	var (
@@ -145,7 +150,7 @@ func compactionCrash(t *testing.T, storeArgs []string, probe func(*testing.T) co
 		hits, kills int
 	)
 	for wave := 0; ; wave++ {
-		p = startServe(t, addr, env, args...)
+		p = start()
 		if pr == nil {
 			pr = probe(t)
 		}
@@ -191,7 +196,7 @@ func compactionCrash(t *testing.T, storeArgs []string, probe func(*testing.T) co
 			if kill == 20 {
 				t.Fatalf("wave %d: %d of %d builds compacted after 20 kills", wave, n, len(ids))
 			}
-			p = startServe(t, addr, env, args...)
+			p = start()
 		}
 	}
 	if hits == 0 {

@@ -94,10 +94,16 @@ func startServe(t *testing.T, addr string, env []string, args ...string) *proc {
 			t.Fatalf("server exited early: %v\n%s", p.waited, p.out)
 		default:
 		}
-		if r, err := http.Get(p.URL + "/healthz"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				return p
+		// Only once this process says it listens: until then a /healthz
+		// answer could come from whatever took the port after freeAddr
+		// freed it (another package's test server), and this process
+		// would exit on "address already in use" a moment later.
+		if strings.Contains(p.out.String(), "listening") {
+			if r, err := http.Get(p.URL + "/healthz"); err == nil {
+				r.Body.Close()
+				if r.StatusCode == 200 {
+					return p
+				}
 			}
 		}
 		if time.Now().After(deadline) {
