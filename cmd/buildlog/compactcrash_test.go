@@ -268,7 +268,7 @@ func appendCrashBuild(t *testing.T, p *proc, b *crashBuild, rng *rand.Rand, entr
 // whole output must be what its first read was.
 func verifyCompacted(t *testing.T, p *proc, b *crashBuild, when string) {
 	t.Helper()
-	evs := sseEvents(t, getAll(t, p.URL+"/v1/templates/builds/"+b.id+"/logs", ""))
+	evs := events(t, getAll(t, p.URL+"/v1/templates/builds/"+b.id+"/logs", ""))
 	a := eventBytes(evs)
 	if len(evs) != len(b.lines)+1 {
 		t.Fatalf("%s: %s: dialect A has %d entries, want %d and the terminal one", when, b.id, len(evs), len(b.lines))
@@ -282,7 +282,7 @@ func verifyCompacted(t *testing.T, p *proc, b *crashBuild, when string) {
 	if err := json.Unmarshal(evs[len(evs)-1].Data, &term); err != nil || term.Kind == buildlog.KindMessage {
 		t.Fatalf("%s: %s: last entry is not the terminal one: %s", when, b.id, evs[len(evs)-1].Data)
 	}
-	frames := sseEvents(t, getAll(t, p.URL+"/templates/cc/img/"+b.version+"/build/events", ""))
+	frames := events(t, getAll(t, p.URL+"/templates/cc/img/"+b.version+"/build/events", ""))
 	bStream := eventBytes(frames)
 	if len(frames) < len(b.messages) {
 		t.Fatalf("%s: %s: dialect B has %d frames for %d entries", when, b.id, len(frames), len(b.messages))
@@ -344,22 +344,6 @@ func getAll(t *testing.T, u, accept string) []byte {
 		t.Fatalf("GET %s: %d %v", u, res.StatusCode, err)
 	}
 	return body
-}
-
-func sseEvents(t *testing.T, body []byte) []sse.Event {
-	t.Helper()
-	rd := sse.NewReader(bytes.NewReader(body))
-	var evs []sse.Event
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			return evs
-		}
-		if err != nil {
-			t.Fatalf("after %d events: %v", len(evs), err)
-		}
-		evs = append(evs, ev)
-	}
 }
 
 // eventBytes is events' ids, types and data, each field on a line of
