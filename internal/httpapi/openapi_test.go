@@ -45,7 +45,7 @@ func TestDocumentCoversEveryRoute(t *testing.T) {
 		switch {
 		case !hasMethod:
 			// Only the JSON 404s of the API's prefixes may be undocumented.
-			if documented || !slices.Contains([]string{"/v1/", "/templates/"}, pattern) {
+			if documented || !slices.Contains([]string{"/v1/", "/templates/", "/healthz", "/readyz", "/metrics", "/openapi.json"}, pattern) {
 				t.Errorf("route %q: a route without a method is only for the fallbacks", pattern)
 			}
 		case !documented:
@@ -112,6 +112,18 @@ func TestReferenceCoversEveryRoute(t *testing.T) {
 	for op := range docOperations(t) {
 		if !bytes.Contains(ref, []byte(op)) {
 			t.Errorf("docs/API.md does not name %s", op)
+		}
+	}
+}
+
+// A wrong method on a route that needs no key is a JSON 404, as it is on
+// the API's routes, not net/http's plain-text 405.
+func TestWrongMethodIsJSON(t *testing.T) {
+	s := newServer(t, func(c *httpapi.Config) { c.Metrics = metrics.New() })
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
+		r := s.do("POST", path, "", nil)
+		if r.code != 404 || !strings.Contains(r.errMessage(t), "no route POST "+path) {
+			t.Errorf("POST %s: %s, want a JSON 404", path, r)
 		}
 	}
 }

@@ -212,6 +212,12 @@ func (a *API) table() []route {
 		// so the shape of the API is not probed for free).
 		{pattern: "/v1/", h: a.notFound},
 		{pattern: "/templates/", h: a.notFound},
+		// A wrong method on the routes that need no key is a JSON 404 as
+		// well, not net/http's plain-text 405.
+		{pattern: "/healthz", h: a.noRoute},
+		{pattern: "/readyz", h: a.noRoute},
+		{pattern: "/metrics", h: a.noRoute, served: func(a *API) bool { return a.cfg.Metrics != nil }},
+		{pattern: "/openapi.json", h: a.noRoute},
 	}
 }
 
@@ -233,6 +239,10 @@ func (a *API) notFound(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.authenticate(r, buildlog.ScopeRead, ""); err != nil {
 		return err
 	}
+	return a.noRoute(w, r)
+}
+
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) error {
 	return buildlog.Errorf(buildlog.ENotFound, "no route %s %s", r.Method, r.URL.Path)
 }
 
