@@ -129,16 +129,9 @@ func TestFollowTakesConnectionOver(t *testing.T) {
 		t.Fatalf("live event: %+v, %v", ev, err)
 	}
 	d.want(d.finish(id, "ready"), 200)
-	n := 0
-	for {
-		_, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d more events: %v (the chunked body must end cleanly)", n, err)
-		}
-		n++
+	n, err := toEnd(rd)
+	if err != nil {
+		t.Fatalf("after %d more events: %v (the chunked body must end cleanly)", n, err)
 	}
 	if n != 1 {
 		t.Fatalf("%d events after the last append, want the terminal one", n)
@@ -177,18 +170,9 @@ func TestFollowHTTP10(t *testing.T) {
 	if len(res.TransferEncoding) != 0 {
 		t.Fatalf("HTTP/1.0 response with Transfer-Encoding %v", res.TransferEncoding)
 	}
-	rd, n := sse.NewReader(res.Body), 0
-	for {
-		ev, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d events: %v", n, err)
-		}
-		if ev.HasID {
-			n++
-		}
+	n, err := toEnd(sse.NewReader(res.Body))
+	if err != nil {
+		t.Fatalf("after %d events: %v", n, err)
 	}
 	if n != 3 {
 		t.Fatalf("%d events, want 2 entries and the end", n)
@@ -230,14 +214,25 @@ func TestDrainAndCloseTakenStreams(t *testing.T) {
 		t.Fatalf("Wait after Drain: %v", err)
 	}
 	for i, rd := range drained {
-		for {
-			_, err := rd.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("drained stream %d: %v, want a clean end", i, err)
-			}
+		if _, err := toEnd(rd); err != nil {
+			t.Fatalf("drained stream %d: %v, want a clean end", i, err)
+		}
+	}
+}
+
+// toEnd reads rd to its clean end and counts the events with an id.
+func toEnd(rd *sse.Reader) (int, error) {
+	n := 0
+	for {
+		ev, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if ev.HasID {
+			n++
 		}
 	}
 }
