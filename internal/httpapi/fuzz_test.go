@@ -146,6 +146,7 @@ func FuzzAppendBody(f *testing.F) {
 	f.Add(`{"entries":[{"message":"x"}],"first_offset":0}`, false, "")
 	f.Add("{\"message\":\"x\"}\n{\"message\":\"y\"}\n", true, "0")
 	f.Add(`[{"message":"x","level":"loud"}]`, false, "")
+	f.Add(`{"entries":[],"entries":[{"message":"x"}]}`, false, "")
 	f.Add(`[{"message":"x"}]`, false, "18446744073709551615")
 	f.Add(`[{"message":"x"}]`, false, "-1")
 	f.Add(`[{"message":"`+strings.Repeat("x", 300)+`"}]`, false, "")

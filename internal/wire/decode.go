@@ -163,6 +163,9 @@ func fieldProblem(err error) string {
 	if f, ok := strings.CutPrefix(msg, `json: unknown field "`); ok {
 		return "." + strings.TrimSuffix(f, `"`) + ": unknown field"
 	}
+	if f, ok := strings.CutPrefix(msg, `json: duplicate field "`); ok {
+		return "." + strings.TrimSuffix(f, `"`) + ": given more than once"
+	}
 	return ": " + jsonProblem(err)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -14,7 +15,10 @@ import (
 // say a word. The wire format's field names are exact (a producer that
 // sends "Level" has a bug it should hear of), so strictUnmarshal checks
 // every key of every object it decoded into a struct against the names
-// the struct declares, as they are spelt.
+// the struct declares, as they are spelt, and refuses a key given twice:
+// encoding/json keeps the last, other parsers (an OpenAPI validator, a
+// proxy's filter) the first, and a body two readers read differently is
+// a body to refuse rather than guess at.
 
 var (
 	rawMessageType  = reflect.TypeFor[json.RawMessage]()
@@ -23,7 +27,7 @@ var (
 )
 
 // exactKeys reports the first key in data, a JSON value that decoded into
-// a t, that names no field of its struct exactly.
+// a t, that names no field of its struct exactly or repeats one.
 func exactKeys(data []byte, t reflect.Type) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -46,6 +50,7 @@ func checkValue(dec *json.Decoder, t reflect.Type) error {
 	switch {
 	case d == '{' && t.Kind() == reflect.Struct && !opaque:
 		fields := structFields(t)
+		var seen []string // a struct has a handful of fields: a scan beats a map
 		for dec.More() {
 			k, err := dec.Token()
 			if err != nil {
@@ -56,6 +61,10 @@ func checkValue(dec *json.Decoder, t reflect.Type) error {
 			if !ok {
 				return fmt.Errorf("json: unknown field %q", key)
 			}
+			if slices.Contains(seen, key) {
+				return fmt.Errorf("json: duplicate field %q", key)
+			}
+			seen = append(seen, key)
 			if err := checkValue(dec, ft); err != nil {
 				return err
 			}

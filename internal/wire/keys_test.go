@@ -51,3 +51,41 @@ func TestFieldNamesAreExact(t *testing.T) {
 		t.Errorf("webhook with URL: %v", err)
 	}
 }
+
+// A key given twice is refused: encoding/json would keep the last value and
+// an OpenAPI validator or a proxy the first, so the body would mean two
+// things. Found by FuzzAppendBody: {"entries":[],"entries":[{…}]} was
+// stored while the document says a batch is never empty.
+func TestDuplicateKeysRefused(t *testing.T) {
+	lim := buildlog.Limits{}.WithDefaults()
+	for _, tc := range []struct {
+		body   string
+		ndjson bool
+		want   string
+	}{
+		{`{"entries":[],"entries":[{"message":"x"}]}`, false, "body.entries: given more than once"},
+		{`{"entries":[{"message":"x"}],"entries":[]}`, false, "body.entries: given more than once"},
+		{`{"first_offset":1,"entries":[{"message":"x"}],"first_offset":0}`, false, "body.first_offset: given more than once"},
+		{`[{"message":"x","level":"warn","level":"info"}]`, false, "entries[0].level: given more than once"},
+		{`[{"message":"a"},{"message":"x","message":"y"}]`, false, "entries[1].message: given more than once"},
+		{"{\"message\":\"x\",\"message\":\"y\"}\n", true, "entries[0].message: given more than once"},
+	} {
+		_, _, err := wire.DecodeBatch([]byte(tc.body), tc.ndjson, lim)
+		if buildlog.ErrorCode(err) != buildlog.EInvalid || !strings.Contains(buildlog.ErrorMessage(err), tc.want) {
+			t.Errorf("%s: %v, want invalid: %s", tc.body, err, tc.want)
+		}
+	}
+	if _, err := wire.DecodeNewBuild([]byte(`{"build_id":"a","build_id":"b"}`)); err == nil || !strings.Contains(err.Error(), "build_id: given more than once") {
+		t.Errorf("new build with build_id twice: %v", err)
+	}
+	if _, err := wire.DecodeFinish([]byte(`{"status":"ready","status":"failed"}`)); err == nil || !strings.Contains(err.Error(), "status: given more than once") {
+		t.Errorf("finish with status twice: %v", err)
+	}
+	if _, _, err := wire.DecodeNewWebhook([]byte(`{"url":"https://example.com/a","url":"https://example.com/b"}`)); err == nil || !strings.Contains(err.Error(), "url: given more than once") {
+		t.Errorf("webhook with url twice: %v", err)
+	}
+	// Inside free JSON the keys are the producer's own business.
+	if _, _, err := wire.DecodeBatch([]byte(`[{"message":"x","result":{"a":1,"a":2}}]`), false, lim); err != nil {
+		t.Errorf("duplicate keys inside result: %v", err)
+	}
+}
