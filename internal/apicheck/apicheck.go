@@ -214,8 +214,9 @@ func mediaType(ct string) string {
 
 // decodeNDJSON reads an NDJSON body as the array of its lines, which is
 // how the document describes one. Blank lines (a stream's keepalives)
-// are skipped; a last line without its newline is a stream cut short
-// and left out.
+// are skipped. In a response a last line without its newline is a
+// stream cut short and left out; in a request it is the last entry, as
+// the server reads it (producers often leave the final newline off).
 func decodeNDJSON(in *content.DecodeInput) (any, error) {
 	body, err := io.ReadAll(in.Body)
 	if err != nil {
@@ -225,10 +226,13 @@ func decodeNDJSON(in *content.DecodeInput) (any, error) {
 	for n := 1; len(body) > 0; n++ {
 		i := bytes.IndexByte(body, '\n')
 		if i < 0 {
-			break
+			if in.Direction != content.Request {
+				break
+			}
+			i = len(body)
 		}
 		line := bytes.TrimSpace(body[:i])
-		body = body[i+1:]
+		body = body[min(i+1, len(body)):]
 		if len(line) == 0 {
 			continue
 		}

@@ -121,6 +121,17 @@ func TestAcceptedRequestDrift(t *testing.T) {
 	if errs := serve(t, jsonHandler(200, okAppend), "POST", path, nd, "Authorization", "Bearer k", "Content-Type", "application/x-ndjson"); len(errs) == 0 {
 		t.Fatal("an accepted NDJSON request with a bad level passed")
 	}
+	// A request's last line needs no newline: the server stores it, so
+	// the checker reads it too (found by FuzzAppendBody: a one-line body
+	// without its newline was read as no entries at all).
+	nd = "{\"message\":\"a\"}\n{\"message\":\"b\"}"
+	ndAuth := []string{"Authorization", "Bearer k", "Content-Type", "application/x-ndjson"}
+	if errs := serve(t, jsonHandler(200, okAppend), "POST", path, nd, ndAuth...); len(errs) > 0 {
+		t.Fatalf("an NDJSON request whose last line has no newline was reported: %v", errs)
+	}
+	if errs := serve(t, jsonHandler(200, okAppend), "POST", path, "{\"message\":\"a\"}\n{\"level\":\"loud\"}", ndAuth...); len(errs) == 0 {
+		t.Fatal("an accepted NDJSON request with a bad last line (no newline) passed")
+	}
 }
 
 // Event streams are checked frame by frame against x-sse-data.
