@@ -242,9 +242,15 @@ func (st *stream) all(t *testing.T, timeout time.Duration) []sse.Event {
 	t.Helper()
 	timer := time.AfterFunc(timeout, st.stop)
 	defer timer.Stop()
+	return readEvents(t, st.rd)
+}
+
+// readEvents reads events from rd to its end.
+func readEvents(t *testing.T, rd *sse.Reader) []sse.Event {
+	t.Helper()
 	var evs []sse.Event
 	for {
-		ev, err := st.rd.Next()
+		ev, err := rd.Next()
 		if err == io.EOF {
 			return evs
 		}
