@@ -194,9 +194,9 @@ func (b *Background) compacted(id string) {
 	delete(b.raw, id)
 }
 
-// passLimit is how many finished builds one background pass compacts, so
-// that a backlog after a restart is worked off in passes that each end
-// soon, and a Stop does not wait long.
+// passLimit bounds the finished builds one background pass compacts; a
+// pass that did work is followed by another at once, so a backlog is
+// still worked off without waiting for the interval.
 const passLimit = 8
 
 // Start runs passes over l (see Pass) until Stop. A pass that rewrote a
