@@ -44,11 +44,18 @@ const KeyPrefix = "bl_"
 
 // NewKeySecret returns a fresh key secret and its id.
 func NewKeySecret() (secret, id string) {
+	return newSecret(KeyPrefix, "key_")
+}
+
+// newSecret returns 32 random bytes after secretPrefix and an id of 8
+// random bytes, in hex, after idPrefix: a key and a hook secret are made
+// alike.
+func newSecret(secretPrefix, idPrefix string) (secret, id string) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	idb := make([]byte, 8)
 	rand.Read(idb)
-	return KeyPrefix + base64.RawURLEncoding.EncodeToString(b), "key_" + hex.EncodeToString(idb)
+	return secretPrefix + base64.RawURLEncoding.EncodeToString(b), idPrefix + hex.EncodeToString(idb)
 }
 
 // HashKey is how keys are stored and looked up.

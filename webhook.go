@@ -2,7 +2,6 @@ package buildlog
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"net/url"
 	"slices"
@@ -84,11 +83,7 @@ const WebhookSecretPrefix = "whsec_"
 
 // NewWebhookSecret returns a fresh signing secret and a hook id.
 func NewWebhookSecret() (secret, id string) {
-	b := make([]byte, 32)
-	rand.Read(b)
-	idb := make([]byte, 8)
-	rand.Read(idb)
-	return WebhookSecretPrefix + base64.RawURLEncoding.EncodeToString(b), "wh_" + hex.EncodeToString(idb)
+	return newSecret(WebhookSecretPrefix, "wh_")
 }
 
 // NewEventID returns a fresh event id: what receivers de-duplicate by.

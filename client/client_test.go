@@ -86,8 +86,7 @@ func TestStreamReconnectsThroughDroppedConnections(t *testing.T) {
 	defer close(stop)
 	go produce(t, producer, "tb_drop", 1000, 2*time.Millisecond)
 
-	reader := client.New(p.URL, adminKey, nil)
-	reader.Backoff = client.Backoff{Min: time.Millisecond, Max: 20 * time.Millisecond}
+	reader := p.client(time.Millisecond, 20*time.Millisecond)
 	var reconnects atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -97,6 +97,15 @@ func (s *server) client() *client.Client {
 	return c
 }
 
+// client returns an admin client that reaches the backend through p and
+// waits from lo to hi between retries, so that a test of an outage does
+// not wait long for the next one.
+func (p *proxy) client(lo, hi time.Duration) *client.Client {
+	c := client.New(p.URL, adminKey, nil)
+	c.Backoff = client.Backoff{Min: lo, Max: hi}
+	return c
+}
+
 // proxy forwards TCP connections to a backend and can cut them all, or
 // refuse new ones, on purpose.
 type proxy struct {

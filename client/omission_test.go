@@ -151,8 +151,7 @@ func TestStreamOmissionResume(t *testing.T) {
 	}
 	next := appendN(t, c, "tb_omr", 0, 40)
 	p := newProxy(t, s.URL)
-	pc := client.New(p.URL, adminKey, nil)
-	pc.Backoff = client.Backoff{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+	pc := p.client(10*time.Millisecond, 50*time.Millisecond)
 
 	var got []buildlog.Entry
 	reconnects, grown := 0, 0

@@ -31,8 +31,7 @@ func TestWriterRidesOutAnOutage(t *testing.T) {
 	s := startServer(t, t.TempDir(), "", nil)
 	p := newProxy(t, s.URL)
 	newBuild(t, s.client(), "tb_out")
-	c := client.New(p.URL, adminKey, nil)
-	c.Backoff = client.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}
+	c := p.client(5*time.Millisecond, 50*time.Millisecond)
 	var retries atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -100,8 +99,7 @@ func TestWriterMemoryIsBounded(t *testing.T) {
 	s := startServer(t, t.TempDir(), "", nil)
 	p := newProxy(t, s.URL)
 	newBuild(t, s.client(), "tb_full")
-	c := client.New(p.URL, adminKey, nil)
-	c.Backoff = client.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond}
+	c := p.client(5*time.Millisecond, 20*time.Millisecond)
 	w, err := c.NewWriter(context.Background(), "tb_full", client.WriterOptions{MaxBuffered: 20})
 	if err != nil {
 		t.Fatal(err)

@@ -26,23 +26,13 @@ Exit status: 0 on success; 1 on an error; 2 on a usage mistake.
 `
 
 func buildsCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, buildsUsage)
-		return exitError(exitUsage)
-	}
-	var err error
-	switch args[0] {
-	case "ls", "list":
-		err = buildsLs(ctx, args[1:], env, stdout, stderr)
-	case "get", "show":
-		err = buildsGet(ctx, args[1:], env, stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stderr, buildsUsage)
-		return nil
-	default:
-		err = usageError{fmt.Sprintf("builds: unknown command %q: want ls or get", args[0])}
-	}
-	return done(ctx, err)
+	return subcommands(ctx, "builds", buildsUsage, "ls or get", []string{"ls", "list", "get", "show"}, args, stderr,
+		func(sub string, args []string) error {
+			if sub == "ls" || sub == "list" {
+				return buildsLs(ctx, args, env, stdout, stderr)
+			}
+			return buildsGet(ctx, args, env, stdout, stderr)
+		})
 }
 
 func buildsLs(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
@@ -87,7 +77,7 @@ func buildsLs(ctx context.Context, args, env []string, stdout, stderr io.Writer)
 	now := time.Now()
 	for _, b := range page.Builds {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", b.ID, b.TemplateID, b.Status,
-			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), shortDuration(client.Duration(b, now)), b.NextOffset)
+			b.CreatedAt.Local().Format(listTime), shortDuration(client.Duration(b, now)), b.NextOffset)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -103,18 +93,15 @@ func buildsGet(ctx context.Context, args, env []string, stdout, stderr io.Writer
 	var jsonOut bool
 	fs.BoolVar(&jsonOut, "json", false, "print the build as the API returns it")
 	cf := addClientFlags(fs)
-	pos, err := parseArgs(fs, args)
+	id, err := parseOneArg(fs, args, "builds get: want one BUILD_ID")
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"builds get: want one BUILD_ID"}
 	}
 	c, err := cf.client(env)
 	if err != nil {
 		return err
 	}
-	b, err := c.Build(ctx, pos[0])
+	b, err := c.Build(ctx, id)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -202,6 +204,64 @@ func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
 		return usageError{fmt.Sprintf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
 	}
 	return nil
+}
+
+// parseOneArg parses args as parseArgs does, for a command that takes one
+// positional argument, and returns it; any other count is the usage error
+// msg.
+func parseOneArg(fs *flag.FlagSet, args []string, msg string) (string, error) {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usageError{msg}
+	}
+	return pos[0], nil
+}
+
+// subcommands runs a command made of subcommands (builds, keys,
+// webhooks): run is given the one args[0] names, which must be in subs,
+// and the arguments after it. With none the usage is printed and the exit
+// is 2; -h prints the usage and succeeds; an unknown one is a usage error
+// that says what is wanted.
+func subcommands(ctx context.Context, name, usage, want string, subs []string, args []string, stderr io.Writer, run func(sub string, args []string) error) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError(exitUsage)
+	}
+	var err error
+	switch sub := args[0]; {
+	case slices.Contains(subs, sub):
+		err = run(sub, args[1:])
+	case sub == "-h" || sub == "--help" || sub == "help":
+		fmt.Fprint(stderr, usage)
+		return nil
+	default:
+		err = usageError{fmt.Sprintf("%s: unknown command %q: want %s", name, sub, want)}
+	}
+	return done(ctx, err)
+}
+
+// listTime is how listings show a time: local, to the second.
+const listTime = "2006-01-02 15:04:05"
+
+// writeList prints a listing: with jsonOut as {name: [...]}, as the API
+// returns it (an empty list, not null), otherwise as a table, header
+// then a line of row for each item.
+func writeList[T any](w io.Writer, jsonOut bool, name string, items []T, header string, row func(T) string) error {
+	if jsonOut {
+		if items == nil {
+			items = []T{}
+		}
+		return writeJSONOut(w, map[string]any{name: items})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
 }
 
 // errHelp ends a command that printed its help: exit 0.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"buildlog"
@@ -40,21 +39,8 @@ type keyAdmin interface {
 }
 
 func keysCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return exitError(exitUsage)
-	}
-	var err error
-	switch args[0] {
-	case "create", "ls", "list", "revoke", "rm":
-		err = keys(ctx, args[0], args[1:], env, stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stderr, keysUsage)
-		return nil
-	default:
-		err = usageError{fmt.Sprintf("keys: unknown command %q: want create, ls or revoke", args[0])}
-	}
-	return done(ctx, err)
+	return subcommands(ctx, "keys", keysUsage, "create, ls or revoke", []string{"create", "ls", "list", "revoke", "rm"}, args, stderr,
+		func(sub string, args []string) error { return keys(ctx, sub, args, env, stdout, stderr) })
 }
 
 func keys(ctx context.Context, sub string, args, env []string, stdout, stderr io.Writer) error {
@@ -121,18 +107,9 @@ func keys(ctx context.Context, sub string, args, env []string, stdout, stderr io
 		if err != nil {
 			return err
 		}
-		if jsonOut {
-			if ks == nil {
-				ks = []*buildlog.Key{}
-			}
-			return writeJSONOut(stdout, map[string]any{"keys": ks})
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTEAM\tSCOPES\tNAME\tCREATED")
-		for _, k := range ks {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Team, scopeList(k.Scopes), k.Name, k.CreatedAt.Local().Format("2006-01-02 15:04:05"))
-		}
-		return tw.Flush()
+		return writeList(stdout, jsonOut, "keys", ks, "ID\tTEAM\tSCOPES\tNAME\tCREATED", func(k *buildlog.Key) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", k.ID, k.Team, scopeList(k.Scopes), k.Name, k.CreatedAt.Local().Format(listTime))
+		})
 	default: // revoke
 		if len(pos) != 1 {
 			return usageError{"keys revoke: want one KEY_ID"}

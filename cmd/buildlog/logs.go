@@ -56,14 +56,10 @@ func logs(ctx context.Context, args, env []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&jsonOut, "json", false, "print canonical entry JSON, one a line (NDJSON), and no status line")
 	fs.Var(&color, "color", "colour levels: auto (on a terminal without NO_COLOR), always or never")
 	cf := addClientFlags(fs)
-	pos, err := parseArgs(fs, args)
+	id, err := parseOneArg(fs, args, "logs: want one BUILD_ID (see buildlog logs -h)")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usageError{"logs: want one BUILD_ID (see buildlog logs -h)"}
-	}
-	id := pos[0]
 	o := client.StreamOptions{Follow: follow}
 	if !follow {
 		// Without -f a dead server is an error, not something to wait out.

@@ -144,6 +144,22 @@ func (p *proc) do(method, path, key, body string, hdr ...string) (int, []byte) {
 	return res.StatusCode, b
 }
 
+// follow opens build's log with follow=true, as key, with hdr (header
+// name, value pairs) set; a request that fails fails the test.
+func (p *proc) follow(build, key string, hdr ...string) *http.Response {
+	p.t.Helper()
+	req, _ := http.NewRequest("GET", p.URL+"/v1/templates/builds/"+build+"/logs?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return res
+}
+
 var (
 	checkerOnce sync.Once
 	docChecker  *apicheck.Checker
@@ -251,12 +267,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir())
 	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_1"}`)
 	p.do("POST", "/v1/templates/builds/tb_1/logs", "k", `[{"message":"a"}]`)
-	req, _ := http.NewRequest("GET", p.URL+"/v1/templates/builds/tb_1/logs?follow=true", nil)
-	req.Header.Set("Authorization", "Bearer k")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := p.follow("tb_1", "k")
 	defer res.Body.Close()
 	got := make(chan string, 1)
 	go func() { b, _ := io.ReadAll(res.Body); got <- string(b) }()

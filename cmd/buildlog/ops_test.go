@@ -27,12 +27,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	p.do("POST", "/v1/templates/builds/tb_drain/logs", "k", `[{"message":"a"},{"message":"b"}]`)
 
 	// A follower, reading.
-	req, _ := http.NewRequest("GET", p.URL+"/v1/templates/builds/tb_drain/logs?follow=true", nil)
-	req.Header.Set("Authorization", "Bearer k")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := p.follow("tb_drain", "k")
 	defer res.Body.Close()
 	type result struct {
 		ids []string
@@ -113,13 +108,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	// After a restart the client resumes where its stream ended.
 	p = startServe(t, addr, env, "--addr", addr, "--data", data)
 	p.do("POST", "/v1/templates/builds/tb_drain/finish", "k", `{"status":"ready"}`)
-	req, _ = http.NewRequest("GET", p.URL+"/v1/templates/builds/tb_drain/logs?follow=true", nil)
-	req.Header.Set("Authorization", "Bearer k")
-	req.Header.Set("Last-Event-ID", "1")
-	res2, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res2 := p.follow("tb_drain", "k", "Last-Event-ID", "1")
 	defer res2.Body.Close()
 	var ids []string
 	rd := sse.NewReader(res2.Body)

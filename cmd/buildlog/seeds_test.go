@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"buildlog/internal/sse"
 )
 
 // The client examples of the three provider docs buildlog's dialects come
@@ -216,18 +214,7 @@ func TestSeedBCurl(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rd := sse.NewReader(strings.NewReader(out.String()))
-	var evs []sse.Event
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, ev)
-	}
+	evs := events(t, []byte(out.String()))
 	if len(evs) != batches*per+1 {
 		t.Fatalf("curl printed %d frames, want %d:\n%s", len(evs), batches*per+1, out.String())
 	}

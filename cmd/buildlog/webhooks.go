@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"buildlog"
 )
@@ -31,21 +30,9 @@ Exit status: 0 on success; 1 on an error; 2 on a usage mistake.
 `
 
 func webhooksCmd(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, webhooksUsage)
-		return exitError(exitUsage)
-	}
-	var err error
-	switch args[0] {
-	case "create", "ls", "list", "deliveries", "delete", "rm":
-		err = webhooks(ctx, args[0], args[1:], env, stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stderr, webhooksUsage)
-		return nil
-	default:
-		err = usageError{fmt.Sprintf("webhooks: unknown command %q: want create, ls, deliveries or delete", args[0])}
-	}
-	return done(ctx, err)
+	return subcommands(ctx, "webhooks", webhooksUsage, "create, ls, deliveries or delete",
+		[]string{"create", "ls", "list", "deliveries", "delete", "rm"}, args, stderr,
+		func(sub string, args []string) error { return webhooks(ctx, sub, args, env, stdout, stderr) })
 }
 
 func webhooks(ctx context.Context, sub string, args, env []string, stdout, stderr io.Writer) error {
@@ -116,41 +103,23 @@ func webhooks(ctx context.Context, sub string, args, env []string, stdout, stder
 		if err != nil {
 			return err
 		}
-		if jsonOut {
-			if hs == nil {
-				hs = []*buildlog.Webhook{}
-			}
-			return writeJSONOut(stdout, map[string]any{"webhooks": hs})
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTEAM\tEVENTS\tURL\tCREATED")
-		for _, h := range hs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.ID, h.Team, strings.Join(h.Events, ","), h.URL,
-				h.CreatedAt.Local().Format("2006-01-02 15:04:05"))
-		}
-		return tw.Flush()
+		return writeList(stdout, jsonOut, "webhooks", hs, "ID\tTEAM\tEVENTS\tURL\tCREATED", func(h *buildlog.Webhook) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", h.ID, h.Team, strings.Join(h.Events, ","), h.URL, h.CreatedAt.Local().Format(listTime))
+		})
 	case "deliveries":
 		ds, err := c.WebhookDeliveries(ctx, pos[0], limit)
 		if err != nil {
 			return err
 		}
-		if jsonOut {
-			if ds == nil {
-				ds = []*buildlog.DeliveryAttempt{}
-			}
-			return writeJSONOut(stdout, map[string]any{"deliveries": ds})
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "AT\tEVENT\tBUILD ID\tATTEMPT\tSTATUS\tRESULT\tTIME\tID\tERROR")
-		for _, d := range ds {
-			status := "-"
-			if d.StatusCode != 0 {
-				status = fmt.Sprint(d.StatusCode)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%dms\t%s\t%s\n", d.At.Local().Format("2006-01-02 15:04:05"),
-				d.Event, d.BuildID, d.Attempt, status, d.Result, d.DurationMS, d.ID, d.Error)
-		}
-		return tw.Flush()
+		return writeList(stdout, jsonOut, "deliveries", ds, "AT\tEVENT\tBUILD ID\tATTEMPT\tSTATUS\tRESULT\tTIME\tID\tERROR",
+			func(d *buildlog.DeliveryAttempt) string {
+				status := "-"
+				if d.StatusCode != 0 {
+					status = fmt.Sprint(d.StatusCode)
+				}
+				return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s\t%dms\t%s\t%s", d.At.Local().Format(listTime),
+					d.Event, d.BuildID, d.Attempt, status, d.Result, d.DurationMS, d.ID, d.Error)
+			})
 	default: // delete
 		if err := c.DeleteWebhook(ctx, pos[0]); err != nil {
 			return err

@@ -283,34 +283,31 @@ func (r *runner) storage(ctx context.Context) error {
 	if len(ids) == 1 {
 		what = "1 finished build"
 	}
-	base := []float64{float64(totalMsg)}
-	const baseName = "(message text)"
+	// Every figure is bytes on disk for the same corpus, against its
+	// message text, with the same target.
+	onDisk := func(name string, bytes int64) figure {
+		return figure{scenario: "storage", name: name, unit: bytesPer, vals: []float64{float64(bytes)},
+			base: []float64{float64(totalMsg)}, baseName: "(message text)", target: "≤ 0.25× baseline", check: atMostBase(0.25)}
+	}
 	if st.dsn != "" {
 		total, full, err := pgLogBytes(ctx, st.dsn)
 		if err != nil {
 			return err
 		}
 		r.figs = append(r.figs,
-			figure{scenario: "storage", name: "bytes on disk, " + what + " (log tables, pg_total_relation_size)", unit: bytesPer,
-				vals: []float64{float64(total)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)},
-			figure{scenario: "storage", name: "the same after VACUUM FULL", unit: bytesPer,
-				vals: []float64{float64(full)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)},
-			figure{scenario: "storage", name: fmt.Sprintf("the same after VACUUM FULL, above the empty tables' %s", humanBytes(empty)), unit: bytesPer,
-				vals: []float64{float64(full - empty)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)})
+			onDisk("bytes on disk, "+what+" (log tables, pg_total_relation_size)", total),
+			onDisk("the same after VACUUM FULL", full),
+			onDisk(fmt.Sprintf("the same after VACUUM FULL, above the empty tables' %s", humanBytes(empty)), full-empty))
 	} else {
 		file, inUse, vacuumed, err := sqliteBytes(ctx, st.dir)
 		if err != nil {
 			return err
 		}
 		r.figs = append(r.figs,
-			figure{scenario: "storage", name: "bytes on disk, " + what + " (database + WAL after a checkpoint)", unit: bytesPer,
-				vals: []float64{float64(file)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)},
-			figure{scenario: "storage", name: "the same, pages in use (free pages go to later appends)", unit: bytesPer,
-				vals: []float64{float64(inUse)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)},
-			figure{scenario: "storage", name: fmt.Sprintf("the same, pages in use above an empty store's %s", humanBytes(empty)), unit: bytesPer,
-				vals: []float64{float64(inUse - empty)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)},
-			figure{scenario: "storage", name: "the same after VACUUM", unit: bytesPer,
-				vals: []float64{float64(vacuumed)}, base: base, baseName: baseName, target: "≤ 0.25× baseline", check: atMostBase(0.25)})
+			onDisk("bytes on disk, "+what+" (database + WAL after a checkpoint)", file),
+			onDisk("the same, pages in use (free pages go to later appends)", inUse),
+			onDisk(fmt.Sprintf("the same, pages in use above an empty store's %s", humanBytes(empty)), inUse-empty),
+			onDisk("the same after VACUUM", vacuumed))
 	}
 	st.close()
 	return r.storageCapped(ctx, bodies, uncapped)

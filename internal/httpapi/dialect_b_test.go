@@ -243,18 +243,7 @@ func TestBFollowsUntilTerminal(t *testing.T) {
 		}
 		s.finish(id, "failed")
 	}()
-	rd := sse.NewReader(br)
-	var evs []sse.Event
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d frames: %v", len(evs), err)
-		}
-		evs = append(evs, ev)
-	}
+	evs := readEvents(t, sse.NewReader(br))
 	if len(evs) != 16 {
 		t.Fatalf("%d frames, want 15 entries and the terminal one", len(evs))
 	}

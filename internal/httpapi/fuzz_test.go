@@ -15,7 +15,6 @@ import (
 	"buildlog"
 	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
-	"buildlog/internal/sqlite"
 )
 
 // fuzzAPI is one real API on a real SQLite file, called in process (no
@@ -34,11 +33,7 @@ const fuzzDone, fuzzRunning = "tb_fz", "tb_fz_run"
 
 func newFuzzAPI(f *testing.F) *fuzzAPI {
 	f.Helper()
-	st, err := sqlite.Open(context.Background(), f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
+	st := openSQLite(f, f.TempDir())
 	secret, _ := st.Secret(context.Background())
 	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Hour,
 		Limits: buildlog.Limits{MaxBatch: 50, MaxMessage: 256}, MaxBody: 4096})

@@ -33,10 +33,12 @@ type server struct {
 // newServer starts the real API over loopback on a real SQLite file.
 func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	return serverOn(t, openSQLite(t, t.TempDir()), mod...)
+}
+
+// serverOn starts an API over loopback on st, which the caller owns.
+func serverOn(t *testing.T, st buildlog.Store, mod ...func(*httpapi.Config)) *server {
+	t.Helper()
 	secret, err := st.Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -48,14 +50,20 @@ func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 	}
 	s.api = httpapi.New(cfg)
 	ts := httptest.NewServer(checked(t, s.api))
-	t.Cleanup(func() {
-		s.api.Drain()
-		ts.Close()
-		waitStreams(t, s.api)
-		st.Close()
-	})
+	t.Cleanup(func() { s.api.Drain(); ts.Close(); waitStreams(t, s.api) })
 	s.URL = ts.URL
 	return s
+}
+
+// openSQLite opens a real SQLite store in dir, closed when the test ends.
+func openSQLite(tb testing.TB, dir string) *sqlite.Store {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
 }
 
 var (
@@ -128,19 +136,25 @@ func (s *server) do(method, path, key string, body any, hdr ...string) resp {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := send(req, key, hdr)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return resp{res.StatusCode, res.Header, b}
+}
+
+// send sends req with key as its bearer token (none for "") and hdr,
+// header name, value pairs, set on it.
+func send(req *http.Request, key string, hdr []string) (*http.Response, error) {
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return http.DefaultClient.Do(req)
 }
 
 func (s *server) want(r resp, code int) resp {
@@ -211,13 +225,7 @@ func (s *server) open(path, key string, hdr ...string) *stream {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+path, nil)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := send(req, key, hdr)
 	if err != nil {
 		cancel()
 		s.t.Fatalf("GET %s: %v", path, err)
@@ -234,9 +242,15 @@ func (st *stream) all(t *testing.T, timeout time.Duration) []sse.Event {
 	t.Helper()
 	timer := time.AfterFunc(timeout, st.stop)
 	defer timer.Stop()
+	return readEvents(t, st.rd)
+}
+
+// readEvents reads events from rd to its end.
+func readEvents(t *testing.T, rd *sse.Reader) []sse.Event {
+	t.Helper()
 	var evs []sse.Event
 	for {
-		ev, err := st.rd.Next()
+		ev, err := rd.Next()
 		if err == io.EOF {
 			return evs
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -23,35 +22,6 @@ import (
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
 )
-
-// serverOn starts an API over loopback on st, which the caller owns.
-func serverOn(t *testing.T, st buildlog.Store, mod ...func(*httpapi.Config)) *server {
-	t.Helper()
-	secret, err := st.Secret(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, store: st}
-	cfg := httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	s.api = httpapi.New(cfg)
-	ts := httptest.NewServer(checked(t, s.api))
-	t.Cleanup(func() { s.api.Drain(); ts.Close(); waitStreams(t, s.api) })
-	s.URL = ts.URL
-	return s
-}
-
-func openSQLite(t *testing.T, dir string) *sqlite.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 // wantRetryAfter checks a 429 carries a positive whole-seconds Retry-After.
 func wantRetryAfter(t *testing.T, r resp) {

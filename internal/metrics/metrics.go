@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -43,78 +44,28 @@ type Metrics struct {
 // Go runtime and process collectors beside them.
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "buildlog_http_requests_total",
-		Help: "HTTP requests answered, by route pattern and status code.",
-	}, []string{"route", "code"})
-	m.requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "buildlog_http_request_duration_seconds",
-		Help: "Time from request to the handler's return, by route pattern; for streams, the stream's life.",
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := promauto.With(m.reg)
+	m.requests = counterVec(f, "buildlog_http_requests_total", "HTTP requests answered, by route pattern and status code.", "route", "code")
+	m.requestDuration = histogramVec(f, "buildlog_http_request_duration_seconds", "Time from request to the handler's return, by route pattern; for streams, the stream's life.",
 		// From a cached read (~100µs) to a long stream (hours).
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60, 600, 3600},
-	}, []string{"route"})
-	m.appends = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "buildlog_appends_total",
-		Help: "Append batches stored (a replayed idempotent retry is not counted).",
-	})
-	m.appendedEntries = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "buildlog_appended_entries_total",
-		Help: "Log entries stored by appends.",
-	})
-	m.appendedBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "buildlog_appended_bytes_total",
-		Help: "Bytes of canonical entry JSON stored by appends.",
-	})
-	m.appendDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "buildlog_append_duration_seconds",
-		Help:    "Time the store took to commit an append durably.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	})
-	m.openStreams = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "buildlog_open_streams",
-		Help: "Streams open now, by dialect (a, b).",
-	}, []string{"dialect"})
-	m.followerLag = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "buildlog_follower_lag_entries",
-		Help:    "Entries a following stream was behind each time it caught up (entries it read at once; a store read counts at most one page).",
-		Buckets: []float64{0, 1, 10, 100, 1000, 10000, 100000},
-	})
-	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "buildlog_store_errors_total",
-		Help: "Requests failed by the store (I/O, lost connection, full disk), answered 503, by route pattern.",
-	}, []string{"route"})
-	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "buildlog_auth_failures_total",
-		Help: "Requests refused by authentication (401) or authorisation (403).",
-	}, []string{"reason"})
-	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "buildlog_rate_limited_total",
-		Help: "Requests answered 429, by limit (streams_per_key, streams_per_server, rate_per_key).",
-	}, []string{"limit"})
-	m.revokedStreams = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "buildlog_revoked_streams_total",
-		Help: "Open streams ended because their key was revoked.",
-	})
-	m.logOmitted = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "buildlog_log_omitted_bytes_total",
-		Help: "Bytes of canonical entry lines the per-build size cap (--max-log-bytes) dropped.",
-	})
-	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "buildlog_webhook_deliveries_total",
-		Help: "Webhook delivery attempts this server made, by result: delivered (2xx), retrying (failed, another attempt is due), given_up (failed, past --webhook-max-age).",
-	}, []string{"result"})
-	m.webhookPending = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "buildlog_webhook_queue_depth",
-		Help: "Webhook deliveries not yet delivered or given up, in the whole store (every server sharing it reports the same).",
-	})
-	m.webhookOldest = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "buildlog_webhook_oldest_pending_seconds",
-		Help: "Age of the oldest event still waiting for delivery; 0 when none waits.",
-	})
-	m.reg.MustRegister(m.requests, m.requestDuration, m.appends, m.appendedEntries, m.appendedBytes,
-		m.appendDuration, m.openStreams, m.followerLag, m.storeErrors, m.authFailures, m.rejected,
-		m.revokedStreams, m.webhookDeliveries, m.webhookPending, m.webhookOldest, m.logOmitted,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 60, 600, 3600}, "route")
+	m.appends = counter(f, "buildlog_appends_total", "Append batches stored (a replayed idempotent retry is not counted).")
+	m.appendedEntries = counter(f, "buildlog_appended_entries_total", "Log entries stored by appends.")
+	m.appendedBytes = counter(f, "buildlog_appended_bytes_total", "Bytes of canonical entry JSON stored by appends.")
+	m.appendDuration = histogram(f, "buildlog_append_duration_seconds", "Time the store took to commit an append durably.",
+		[]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5})
+	m.openStreams = gaugeVec(f, "buildlog_open_streams", "Streams open now, by dialect (a, b).", "dialect")
+	m.followerLag = histogram(f, "buildlog_follower_lag_entries", "Entries a following stream was behind each time it caught up (entries it read at once; a store read counts at most one page).",
+		[]float64{0, 1, 10, 100, 1000, 10000, 100000})
+	m.storeErrors = counterVec(f, "buildlog_store_errors_total", "Requests failed by the store (I/O, lost connection, full disk), answered 503, by route pattern.", "route")
+	m.authFailures = counterVec(f, "buildlog_auth_failures_total", "Requests refused by authentication (401) or authorisation (403).", "reason")
+	m.rejected = counterVec(f, "buildlog_rate_limited_total", "Requests answered 429, by limit (streams_per_key, streams_per_server, rate_per_key).", "limit")
+	m.revokedStreams = counter(f, "buildlog_revoked_streams_total", "Open streams ended because their key was revoked.")
+	m.logOmitted = counter(f, "buildlog_log_omitted_bytes_total", "Bytes of canonical entry lines the per-build size cap (--max-log-bytes) dropped.")
+	m.webhookDeliveries = counterVec(f, "buildlog_webhook_deliveries_total", "Webhook delivery attempts this server made, by result: delivered (2xx), retrying (failed, another attempt is due), given_up (failed, past --webhook-max-age).", "result")
+	m.webhookPending = gauge(f, "buildlog_webhook_queue_depth", "Webhook deliveries not yet delivered or given up, in the whole store (every server sharing it reports the same).")
+	m.webhookOldest = gauge(f, "buildlog_webhook_oldest_pending_seconds", "Age of the oldest event still waiting for delivery; 0 when none waits.")
 	// The series a dashboard expects exist from the start, at zero.
 	for _, d := range []string{"a", "b"} {
 		m.openStreams.WithLabelValues(d)
@@ -126,6 +77,33 @@ func New() *Metrics {
 		m.webhookDeliveries.WithLabelValues(r)
 	}
 	return m
+}
+
+// counter, counterVec, gauge, gaugeVec, histogram and histogramVec make an
+// instrument registered through f, so none can be made and left out of the
+// exposition.
+func counter(f promauto.Factory, name, help string) prometheus.Counter {
+	return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func counterVec(f promauto.Factory, name, help string, labels ...string) *prometheus.CounterVec {
+	return f.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func gauge(f promauto.Factory, name, help string) prometheus.Gauge {
+	return f.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func gaugeVec(f promauto.Factory, name, help string, labels ...string) *prometheus.GaugeVec {
+	return f.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func histogram(f promauto.Factory, name, help string, buckets []float64) prometheus.Histogram {
+	return f.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+}
+
+func histogramVec(f promauto.Factory, name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return f.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 // Handler serves the Prometheus text exposition.

@@ -113,20 +113,14 @@ func insertBuild(ctx context.Context, db execer, b *buildlog.Build) error {
 		f, t := int64(o.From), int64(o.To)
 		omFrom, omTo, omE, omB, omTS = &f, &t, int64(o.Entries), int64(o.Bytes), o.Timestamp
 	}
-	_, err := db.Exec(ctx, `INSERT INTO builds (`+buildColumns+`)
+	return insertOne(ctx, db, "create build", buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID),
+		`INSERT INTO builds (`+buildColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
 			$20, $21, $22, $23, $24, $25)`,
 		b.ID, b.TemplateID, b.Team, b.Namespace, b.Name, b.Version, b.TotalSteps, b.MaxAttempts,
 		nullBytes(b.Metadata), string(b.Status), b.CreatedAt, b.StartedAt, b.FinishedAt, updated,
 		int64(b.NextOffset), nullBytes(b.Result), b.LastPhase, activity, secrets,
 		int64(b.KeptBytes), omFrom, omTo, omE, omB, omTS)
-	if isUniqueViolation(err) {
-		return buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("postgres: create build: %w", err)
-	}
-	return nil
 }
 
 // Build returns the build with id; not_found if there is none.
@@ -176,27 +170,7 @@ func (s *Store) Builds(ctx context.Context, f buildlog.BuildFilter) ([]*buildlog
 	if f.Limit > 0 {
 		q += ` LIMIT ` + arg(f.Limit)
 	}
-	return s.queryBuilds(ctx, "builds", q, args...)
-}
-
-func (s *Store) queryBuilds(ctx context.Context, op, q string, args ...any) ([]*buildlog.Build, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Build
-	for rows.Next() {
-		b, err := scanBuild(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: %s: %w", op, err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "builds", scanBuild, q, args...)
 }
 
 // LatestBuild returns the newest build of namespace/name/version visible to

@@ -325,13 +325,8 @@ func TestClusterHandOver(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	select {
-	case err := <-producerErr:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("producer still running after the followers ended")
+	if err := await(t, producerErr, 30*time.Second, "producer still running after the followers ended"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -397,14 +392,22 @@ func TestClusterListenerDrop(t *testing.T) {
 	one.must(200, "POST", "/v1/templates/builds/"+id+"/logs", map[string]any{"entries": lines(30, 10), "first_offset": 30})
 	one.must(200, "POST", "/v1/templates/builds/"+id+"/finish", map[string]any{"status": "ready"})
 	for range followers {
-		select {
-		case err := <-errs:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("a follower on server 2 did not reach the terminal entry within 20s")
+		if err := await(t, errs, 20*time.Second, "a follower on server 2 did not reach the terminal entry within 20s"); err != nil {
+			t.Error(err)
 		}
+	}
+}
+
+// await returns what errs delivers first; when nothing comes within d,
+// the test fails with msg.
+func await(t *testing.T, errs <-chan error, d time.Duration, msg string) error {
+	t.Helper()
+	select {
+	case err := <-errs:
+		return err
+	case <-time.After(d):
+		t.Fatal(msg)
+		return nil
 	}
 }
 
@@ -606,13 +609,8 @@ func TestClusterBackendsTerminated(t *testing.T) {
 	// Recovered by itself: with the cuts over, the server is ready at once.
 	one.must(200, "GET", "/readyz", nil)
 	one.must(200, "POST", "/v1/templates/builds/"+id+"/finish", map[string]any{"status": "ready"})
-	select {
-	case err := <-followed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("follower on server 2 did not reach the terminal entry")
+	if err := await(t, followed, 30*time.Second, "follower on server 2 did not reach the terminal entry"); err != nil {
+		t.Fatal(err)
 	}
 	var b struct {
 		Next int `json:"next_offset"`
@@ -782,13 +780,8 @@ func TestClusterDatabaseDown(t *testing.T) {
 	}
 	two.must(200, "POST", "/v1/templates/builds/"+id+"/finish", map[string]any{"status": "ready"})
 	for range 2 {
-		select {
-		case err := <-followed:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("a follower did not reach the terminal entry within 30s")
+		if err := await(t, followed, 30*time.Second, "a follower did not reach the terminal entry within 30s"); err != nil {
+			t.Error(err)
 		}
 	}
 }

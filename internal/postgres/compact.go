@@ -14,13 +14,7 @@ import (
 // interval and soon after a build finishes, until Close. Several servers
 // may run it on one database: each swap locks its build's row.
 func (s *Store) StartCompactor(interval time.Duration) {
-	s.compactor.Start(interval, func(ctx context.Context) (bool, error) {
-		n, err := s.compactor.Pass(ctx, compactLog{s}, segment.Target, 8)
-		if err != nil {
-			return n > 0, wrap("compact", err)
-		}
-		return n > 0, nil
-	})
+	s.compactor.Start(interval, compactLog{s})
 }
 
 // Compact compacts every log that is due now (see segment.Background.All), in

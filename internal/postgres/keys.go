@@ -38,15 +38,9 @@ func (s *Store) CreateKey(ctx context.Context, k *buildlog.Key) error {
 	for i, sc := range k.Scopes {
 		scopes[i] = string(sc)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+	return insertOne(ctx, s.pool, "create key", buildlog.Errorf(buildlog.EConflict, "key %s already exists", k.ID),
+		`INSERT INTO keys (`+keyColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 		k.ID, k.Team, scopes, k.Name, k.CreatedAt, k.Hash)
-	if isUniqueViolation(err) {
-		return buildlog.Errorf(buildlog.EConflict, "key %s already exists", k.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("postgres: create key: %w", err)
-	}
-	return nil
 }
 
 // KeyByHash returns the key whose hash is hash; not_found if none. The
@@ -69,23 +63,7 @@ func (s *Store) KeyByHash(ctx context.Context, hash []byte) (*buildlog.Key, erro
 func (s *Store) Keys(ctx context.Context) ([]*buildlog.Key, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM keys ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: keys: %w", err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: keys: %w", err)
-		}
-		out = append(out, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: keys: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "keys", scanKey, `SELECT `+keyColumns+` FROM keys ORDER BY created_at, id`)
 }
 
 // DeleteKey revokes a key at once, on every server (each looks keys up in
@@ -93,12 +71,6 @@ func (s *Store) Keys(ctx context.Context) ([]*buildlog.Key, error) {
 func (s *Store) DeleteKey(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM keys WHERE id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("postgres: delete key: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return buildlog.Errorf(buildlog.ENotFound, "key %s not found", id)
-	}
-	return nil
+	return deleteOne(ctx, s, "delete key", buildlog.Errorf(buildlog.ENotFound, "key %s not found", id),
+		`DELETE FROM keys WHERE id = $1`, id)
 }

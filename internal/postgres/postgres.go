@@ -294,3 +294,51 @@ func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
+
+// queryAll runs q on the pool and scans every row it returns; op names the
+// operation in the errors. No rows is a nil slice.
+func queryAll[T any](ctx context.Context, s *Store, op string, scan func(pgx.Row) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: %s: %w", op, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return out, nil
+}
+
+// insertOne runs an INSERT of one row on db; op names the operation in the
+// errors. A unique violation is conflict, the caller's own error.
+func insertOne(ctx context.Context, db execer, op string, conflict error, q string, args ...any) error {
+	_, err := db.Exec(ctx, q, args...)
+	if isUniqueViolation(err) {
+		return conflict
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return nil
+}
+
+// deleteOne runs a DELETE of one row on the pool; op names the operation
+// in the errors. Deleting no row is none, the caller's own error.
+func deleteOne(ctx context.Context, s *Store, op string, none error, q string, args ...any) error {
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return none
+	}
+	return nil
+}

@@ -93,13 +93,21 @@ func twoServers(t *testing.T) (*Store, *Store) {
 	return open(t, dsn), open(t, dsn)
 }
 
-func TestAppendAcrossServers(t *testing.T) {
-	a, b := twoServers(t)
-	ctx := t.Context()
-	build := storetest.NewBuild("shared", storetest.At(0))
-	if err := a.CreateBuild(ctx, build); err != nil {
+// sharedBuild returns two servers on one schema and build id, created
+// through the first.
+func sharedBuild(t *testing.T, id string) (a, b *Store, build *buildlog.Build) {
+	t.Helper()
+	a, b = twoServers(t)
+	build = storetest.NewBuild(id, storetest.At(0))
+	if err := a.CreateBuild(t.Context(), build); err != nil {
 		t.Fatal(err)
 	}
+	return a, b, build
+}
+
+func TestAppendAcrossServers(t *testing.T) {
+	a, b, build := sharedBuild(t, "shared")
+	ctx := t.Context()
 	type answer struct {
 		res buildlog.AppendResult
 		n   int
@@ -150,12 +158,8 @@ func TestAppendAcrossServers(t *testing.T) {
 }
 
 func TestRetryOnOtherServer(t *testing.T) {
-	a, b := twoServers(t)
+	a, b, build := sharedBuild(t, "retry")
 	ctx := t.Context()
-	build := storetest.NewBuild("retry", storetest.At(0))
-	if err := a.CreateBuild(ctx, build); err != nil {
-		t.Fatal(err)
-	}
 	first, err := a.Append(ctx, build.ID, storetest.RetryBatchOf(0, "x", "y"), storetest.At(1))
 	if err != nil {
 		t.Fatal(err)

@@ -85,15 +85,9 @@ func (s *Store) CreateWebhook(ctx context.Context, h *buildlog.Webhook) error {
 	if events == nil {
 		events = []string{}
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO webhooks (`+hookColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+	return insertOne(ctx, s.pool, "create webhook", buildlog.Errorf(buildlog.EConflict, "webhook %s already exists", h.ID),
+		`INSERT INTO webhooks (`+hookColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 		h.ID, h.Team, h.URL, events, h.Secret, h.CreatedAt)
-	if isUniqueViolation(err) {
-		return buildlog.Errorf(buildlog.EConflict, "webhook %s already exists", h.ID)
-	}
-	if err != nil {
-		return fmt.Errorf("postgres: create webhook: %w", err)
-	}
-	return nil
 }
 
 // Webhook returns the hook with id; not_found if there is none.
@@ -114,24 +108,8 @@ func (s *Store) Webhook(ctx context.Context, id string) (*buildlog.Webhook, erro
 func (s *Store) Webhooks(ctx context.Context, team string) ([]*buildlog.Webhook, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT `+hookColumns+` FROM webhooks
+	return queryAll(ctx, s, "webhooks", scanHook, `SELECT `+hookColumns+` FROM webhooks
 		WHERE $1 = '' OR team = $1 ORDER BY created_at, id`, team)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: webhooks: %w", err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Webhook
-	for rows.Next() {
-		h, err := scanHook(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: webhooks: %w", err)
-		}
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: webhooks: %w", err)
-	}
-	return out, nil
 }
 
 // DeleteWebhook deletes a hook; its outbox rows and attempt records go
@@ -140,14 +118,8 @@ func (s *Store) Webhooks(ctx context.Context, team string) ([]*buildlog.Webhook,
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM webhooks WHERE id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("postgres: delete webhook: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return buildlog.Errorf(buildlog.ENotFound, "webhook %s not found", id)
-	}
-	return nil
+	return deleteOne(ctx, s, "delete webhook", buildlog.Errorf(buildlog.ENotFound, "webhook %s not found", id),
+		`DELETE FROM webhooks WHERE id = $1`, id)
 }
 
 // claimDue claims due rows in one statement. SKIP LOCKED passes over rows
@@ -260,27 +232,19 @@ func (s *Store) RecordDelivery(ctx context.Context, d *buildlog.Delivery, a *bui
 func (s *Store) DeliveryAttempts(ctx context.Context, hookID string, limit int) ([]*buildlog.DeliveryAttempt, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `SELECT hook_id, event_id, type, build_id, attempt, status_code, error,
+	return queryAll(ctx, s, "deliveries", scanAttempt, `SELECT hook_id, event_id, type, build_id, attempt, status_code, error,
 			result, duration_ms, at
 		FROM webhook_deliveries WHERE hook_id = $1 ORDER BY seq DESC LIMIT $2`, hookID, limitArg(limit))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: deliveries: %w", err)
+}
+
+func scanAttempt(row pgx.Row) (*buildlog.DeliveryAttempt, error) {
+	var a buildlog.DeliveryAttempt
+	if err := row.Scan(&a.HookID, &a.ID, &a.Event, &a.BuildID, &a.Attempt, &a.StatusCode, &a.Error,
+		&a.Result, &a.DurationMS, &a.At); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
-	var out []*buildlog.DeliveryAttempt
-	for rows.Next() {
-		var a buildlog.DeliveryAttempt
-		if err := rows.Scan(&a.HookID, &a.ID, &a.Event, &a.BuildID, &a.Attempt, &a.StatusCode, &a.Error,
-			&a.Result, &a.DurationMS, &a.At); err != nil {
-			return nil, fmt.Errorf("postgres: deliveries: %w", err)
-		}
-		a.At = a.At.UTC()
-		out = append(out, &a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: deliveries: %w", err)
-	}
-	return out, nil
+	a.At = a.At.UTC()
+	return &a, nil
 }
 
 // PruneDeliveryAttempts deletes up to limit records made before t,

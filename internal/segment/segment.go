@@ -194,10 +194,15 @@ func (b *Background) compacted(id string) {
 	delete(b.raw, id)
 }
 
-// Start runs pass until Stop; pass reports whether it left work undone,
-// which runs the next at once. Its errors are left to the next pass: a
-// failed compaction changes nothing.
-func (b *Background) Start(interval time.Duration, pass func(ctx context.Context) (more bool, err error)) {
+// passLimit bounds the finished builds one background pass compacts; a
+// pass that did work is followed by another at once, so a backlog is
+// still worked off without waiting for the interval.
+const passLimit = 8
+
+// Start runs passes over l (see Pass) until Stop. A pass that rewrote a
+// build is followed by another at once, as there may be more to do. Its
+// errors are left to the next pass: a failed compaction changes nothing.
+func (b *Background) Start(interval time.Duration, l Log) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cancel != nil {
@@ -214,8 +219,8 @@ func (b *Background) Start(interval time.Duration, pass func(ctx context.Context
 			// crash goes on with the compaction it had under way rather
 			// than an interval later.
 			for ctx.Err() == nil {
-				more, err := pass(ctx)
-				if err != nil || !more {
+				n, err := b.Pass(ctx, l, Target, passLimit)
+				if err != nil || n == 0 {
 					break
 				}
 			}

@@ -99,22 +99,14 @@ func (s *Store) CreateBuild(ctx context.Context, b *buildlog.Build) error {
 	if status == "" {
 		status = buildlog.StatusQueued
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO builds (`+buildCols+`)
+	return execOne(ctx, s.w, "create build", buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID),
+		`INSERT INTO builds (`+buildCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`,
 		b.ID, b.TemplateID, b.Team, b.Namespace, b.Name, b.Version, nullInt(b.TotalSteps), nullInt(b.MaxAttempts),
 		nullBytes(b.Metadata), string(status), nanos(b.CreatedAt), nullNanos(b.StartedAt), nullNanos(b.FinishedAt),
 		nanos(b.UpdatedAt), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result), b.LastPhase,
 		nanos(b.LastActivity), secrets, int64(b.KeptBytes), omFrom, omTo, omEntries, omBytes, omTS)
-	if err != nil {
-		return wrap("create build", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("create build", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.EConflict, "build %s already exists", b.ID)
-	}
-	return nil
 }
 
 // Build returns the build with id; not_found if there is none.
@@ -156,24 +148,7 @@ func (s *Store) Builds(ctx context.Context, f buildlog.BuildFilter) ([]*buildlog
 	if f.Limit > 0 {
 		q, args = q+` LIMIT ?`, append(args, f.Limit)
 	}
-	return s.queryBuilds(ctx, q, args...)
-}
-
-func (s *Store) queryBuilds(ctx context.Context, q string, args ...any) ([]*buildlog.Build, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, wrap("list builds", err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Build
-	for rows.Next() {
-		b, err := scanBuild(rows)
-		if err != nil {
-			return nil, wrap("list builds", err)
-		}
-		out = append(out, b)
-	}
-	return out, wrap("list builds", rows.Err())
+	return queryAll(ctx, s.r, "list builds", scanBuild, q, args...)
 }
 
 // LatestBuild returns the newest build of namespace/name/version visible to
@@ -192,22 +167,15 @@ func (s *Store) LatestBuild(ctx context.Context, team, namespace, name, version 
 // IdleBuilds returns ids of unfinished builds whose last activity is before
 // t, oldest first, at most limit (all of them when limit ≤ 0).
 func (s *Store) IdleBuilds(ctx context.Context, before time.Time, limit int) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM builds
+	return queryAll(ctx, s.r, "idle builds", scanID, `SELECT id FROM builds
 		WHERE finished_at IS NULL AND last_activity < ?
 		ORDER BY last_activity, id LIMIT ?`, nanos(before), sqlLimit(limit))
-	if err != nil {
-		return nil, wrap("idle builds", err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, wrap("idle builds", err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, wrap("idle builds", rows.Err())
+}
+
+func scanID(row scanner) (string, error) {
+	var id string
+	err := row.Scan(&id)
+	return id, err
 }
 
 // DeleteFinished deletes up to limit builds (all when limit ≤ 0) that

@@ -11,10 +11,7 @@ import (
 // StartCompactor compacts logs in the background (see Compact), every
 // interval and soon after a build finishes, until Close.
 func (s *Store) StartCompactor(interval time.Duration) {
-	s.compactor.Start(interval, func(ctx context.Context) (bool, error) {
-		n, err := s.compactor.Pass(ctx, compactLog{s}, segment.Target, 8)
-		return n > 0, wrap("compact", err)
-	})
+	s.compactor.Start(interval, compactLog{s})
 }
 
 // Compact compacts every log that is due now (see segment.Background.All), in

@@ -35,17 +35,9 @@ func (s *Store) CreateKey(ctx context.Context, k *buildlog.Key) error {
 	if err != nil {
 		return wrap("create key", err)
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO keys (`+keyCols+`) VALUES (?, ?, ?, ?, ?, ?)
+	return execOne(ctx, s.w, "create key", buildlog.Errorf(buildlog.EConflict, "key %s already exists", k.ID),
+		`INSERT INTO keys (`+keyCols+`) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`, k.ID, k.Team, string(scopes), k.Name, nanos(k.CreatedAt), k.Hash)
-	if err != nil {
-		return wrap("create key", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("create key", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.EConflict, "key %s already exists", k.ID)
-	}
-	return nil
 }
 
 // KeyByHash returns the key whose hash is hash; not_found if none.
@@ -59,34 +51,13 @@ func (s *Store) KeyByHash(ctx context.Context, hash []byte) (*buildlog.Key, erro
 
 // Keys lists every key, oldest first.
 func (s *Store) Keys(ctx context.Context) ([]*buildlog.Key, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+keyCols+` FROM keys ORDER BY created_at, id`)
-	if err != nil {
-		return nil, wrap("list keys", err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, wrap("list keys", err)
-		}
-		out = append(out, k)
-	}
-	return out, wrap("list keys", rows.Err())
+	return queryAll(ctx, s.r, "list keys", scanKey, `SELECT `+keyCols+` FROM keys ORDER BY created_at, id`)
 }
 
 // DeleteKey revokes a key; not_found if there is none.
 func (s *Store) DeleteKey(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM keys WHERE id = ?`, id)
-	if err != nil {
-		return wrap("delete key", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("delete key", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.ENotFound, "key %s not found", id)
-	}
-	return nil
+	return execOne(ctx, s.w, "delete key", buildlog.Errorf(buildlog.ENotFound, "key %s not found", id),
+		`DELETE FROM keys WHERE id = ?`, id)
 }
 
 // Secret returns the server secret, creating it on first use. The insert

@@ -497,3 +497,41 @@ func wrap(op string, err error) error {
 	}
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
+
+// queryAll runs q on db and scans every row it returns; op names the
+// operation in the errors. No rows is a nil slice.
+func queryAll[T any](ctx context.Context, db *sql.DB, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, wrap(op, err)
+		}
+		out = append(out, v)
+	}
+	return out, wrap(op, rows.Err())
+}
+
+// execOne runs q, which is meant to touch exactly one row, on ex (the
+// writer or one of its transactions); op names the operation in the
+// errors. When q touches no row it returns none, unwrapped: the caller's
+// conflict or not_found.
+func execOne(ctx context.Context, ex interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, op string, none error, q string, args ...any) error {
+	res, err := ex.ExecContext(ctx, q, args...)
+	if err != nil {
+		return wrap(op, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return wrap(op, err)
+	} else if n == 0 {
+		return none
+	}
+	return nil
+}

@@ -416,12 +416,11 @@ func BenchmarkAppend(b *testing.B) {
 	b.ReportMetric(bytesPerEntry, "B/entry")
 }
 
-// BenchmarkReadLog replays a 100,000-entry log from offset 0 in pages of
-// about 256 KiB, as a reader catching up does.
-func BenchmarkReadLog(b *testing.B) {
+// benchLog opens a store holding one build, id, of batches appends of
+// perBatch entries each.
+func benchLog(b *testing.B, id string, batches, perBatch int) *Store {
 	s := openTest(b, b.TempDir())
 	ctx := context.Background()
-	const id, batches, perBatch = "replay", 100, 1000
 	if err := s.CreateBuild(ctx, storetest.NewBuild(id, storetest.At(0))); err != nil {
 		b.Fatal(err)
 	}
@@ -431,6 +430,15 @@ func BenchmarkReadLog(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	return s
+}
+
+// BenchmarkReadLog replays a 100,000-entry log from offset 0 in pages of
+// about 256 KiB, as a reader catching up does.
+func BenchmarkReadLog(b *testing.B) {
+	const id, batches, perBatch = "replay", 100, 1000
+	s := benchLog(b, id, batches, perBatch)
+	ctx := context.Background()
 	entries := 0
 	for b.Loop() {
 		for from := uint64(0); ; {
@@ -456,18 +464,9 @@ func BenchmarkReadLog(b *testing.B) {
 // BenchmarkReadLogRandom reads one page at a random offset, as a reconnecting
 // reader does.
 func BenchmarkReadLogRandom(b *testing.B) {
-	s := openTest(b, b.TempDir())
-	ctx := context.Background()
 	const id, batches, perBatch = "random", 100, 1000
-	if err := s.CreateBuild(ctx, storetest.NewBuild(id, storetest.At(0))); err != nil {
-		b.Fatal(err)
-	}
-	batch := benchBatch(perBatch)
-	for range batches {
-		if _, err := s.Append(ctx, id, batch, storetest.At(1)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s := benchLog(b, id, batches, perBatch)
+	ctx := context.Background()
 	i := uint64(0)
 	for b.Loop() {
 		from := (i * 7919) % (batches * perBatch)

@@ -93,17 +93,9 @@ func (s *Store) CreateWebhook(ctx context.Context, h *buildlog.Webhook) error {
 	if err != nil {
 		return wrap("create webhook", err)
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO webhooks (`+hookCols+`) VALUES (?, ?, ?, ?, ?, ?)
+	return execOne(ctx, s.w, "create webhook", buildlog.Errorf(buildlog.EConflict, "webhook %s already exists", h.ID),
+		`INSERT INTO webhooks (`+hookCols+`) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`, h.ID, h.Team, h.URL, string(events), h.Secret, nanos(h.CreatedAt))
-	if err != nil {
-		return wrap("create webhook", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("create webhook", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.EConflict, "webhook %s already exists", h.ID)
-	}
-	return nil
 }
 
 // Webhook returns the hook with id; not_found if there is none.
@@ -117,36 +109,15 @@ func (s *Store) Webhook(ctx context.Context, id string) (*buildlog.Webhook, erro
 
 // Webhooks lists the hooks of team ("" for all), oldest first.
 func (s *Store) Webhooks(ctx context.Context, team string) ([]*buildlog.Webhook, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+hookCols+` FROM webhooks
+	return queryAll(ctx, s.r, "list webhooks", scanHook, `SELECT `+hookCols+` FROM webhooks
 		WHERE ?1 = '' OR team = ?1 ORDER BY created_at, id`, team)
-	if err != nil {
-		return nil, wrap("list webhooks", err)
-	}
-	defer rows.Close()
-	var out []*buildlog.Webhook
-	for rows.Next() {
-		h, err := scanHook(rows)
-		if err != nil {
-			return nil, wrap("list webhooks", err)
-		}
-		out = append(out, h)
-	}
-	return out, wrap("list webhooks", rows.Err())
 }
 
 // DeleteWebhook deletes a hook; its outbox rows and attempt records go
 // with it (ON DELETE CASCADE), in the same statement.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM webhooks WHERE id = ?`, id)
-	if err != nil {
-		return wrap("delete webhook", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("delete webhook", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.ENotFound, "webhook %s not found", id)
-	}
-	return nil
+	return execOne(ctx, s.w, "delete webhook", buildlog.Errorf(buildlog.ENotFound, "webhook %s not found", id),
+		`DELETE FROM webhooks WHERE id = ?`, id)
 }
 
 // ClaimDeliveries claims up to limit due deliveries; see buildlog.Store.
@@ -231,24 +202,18 @@ func (s *Store) RecordDelivery(ctx context.Context, d *buildlog.Delivery, a *bui
 		return wrap("record delivery", err)
 	}
 	defer tx.Rollback()
-	var res sql.Result
-	if retryAt.IsZero() {
-		res, err = tx.ExecContext(ctx, `DELETE FROM webhook_outbox WHERE seq = ? AND claim = ?`, d.Seq, d.Claim)
-	} else {
+	q, args := `DELETE FROM webhook_outbox WHERE seq = ? AND claim = ?`, []any{d.Seq, d.Claim}
+	if !retryAt.IsZero() {
 		var attempts any // NULL keeps the count: a release, not an attempt
 		if a != nil {
 			attempts = a.Attempt
 		}
-		res, err = tx.ExecContext(ctx, `UPDATE webhook_outbox SET next_at = ?1, claim = NULL,
-			attempts = coalesce(?2, attempts) WHERE seq = ?3 AND claim = ?4`, nanos(retryAt), attempts, d.Seq, d.Claim)
+		q, args = `UPDATE webhook_outbox SET next_at = ?1, claim = NULL,
+			attempts = coalesce(?2, attempts) WHERE seq = ?3 AND claim = ?4`, []any{nanos(retryAt), attempts, d.Seq, d.Claim}
 	}
-	if err != nil {
-		return wrap("record delivery", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap("record delivery", err)
-	} else if n == 0 {
-		return buildlog.Errorf(buildlog.EConflict, "delivery of %s to %s is no longer claimed", d.EventID, d.HookID)
+	if err := execOne(ctx, tx, "record delivery",
+		buildlog.Errorf(buildlog.EConflict, "delivery of %s to %s is no longer claimed", d.EventID, d.HookID), q, args...); err != nil {
+		return err
 	}
 	if a != nil {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries
@@ -263,27 +228,22 @@ func (s *Store) RecordDelivery(ctx context.Context, d *buildlog.Delivery, a *bui
 
 // DeliveryAttempts lists a hook's attempt records, newest first.
 func (s *Store) DeliveryAttempts(ctx context.Context, hookID string, limit int) ([]*buildlog.DeliveryAttempt, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT hook_id, event_id, type, build_id, attempt, status_code, error,
+	return queryAll(ctx, s.r, "list deliveries", scanAttempt, `SELECT hook_id, event_id, type, build_id, attempt, status_code, error,
 			result, duration_ms, at
 		FROM webhook_deliveries WHERE hook_id = ? ORDER BY seq DESC LIMIT ?`, hookID, sqlLimit(limit))
-	if err != nil {
-		return nil, wrap("list deliveries", err)
+}
+
+func scanAttempt(row scanner) (*buildlog.DeliveryAttempt, error) {
+	var (
+		a  buildlog.DeliveryAttempt
+		at int64
+	)
+	if err := row.Scan(&a.HookID, &a.ID, &a.Event, &a.BuildID, &a.Attempt, &a.StatusCode, &a.Error,
+		&a.Result, &a.DurationMS, &at); err != nil {
+		return nil, err
 	}
-	defer rows.Close()
-	var out []*buildlog.DeliveryAttempt
-	for rows.Next() {
-		var (
-			a  buildlog.DeliveryAttempt
-			at int64
-		)
-		if err := rows.Scan(&a.HookID, &a.ID, &a.Event, &a.BuildID, &a.Attempt, &a.StatusCode, &a.Error,
-			&a.Result, &a.DurationMS, &at); err != nil {
-			return nil, wrap("list deliveries", err)
-		}
-		a.At = fromNanos(at)
-		out = append(out, &a)
-	}
-	return out, wrap("list deliveries", rows.Err())
+	a.At = fromNanos(at)
+	return &a, nil
 }
 
 // PruneDeliveryAttempts deletes up to limit records made before t.

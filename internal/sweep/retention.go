@@ -27,12 +27,7 @@ type Retention struct {
 const DefaultRetentionBatch = 100
 
 func (s *Retention) defaults() {
-	if s.Now == nil {
-		s.Now = time.Now
-	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
-	}
+	s.Now, s.Log = clock(s.Now, s.Log)
 	if s.Batch <= 0 {
 		s.Batch = DefaultRetentionBatch
 	}
@@ -45,20 +40,13 @@ func (s *Retention) Run(ctx context.Context) {
 	if every <= 0 {
 		every = min(max(s.Keep/10, time.Second), time.Hour)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	repeat(ctx, every, func() {
 		if n, err := s.Once(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Warn("retention sweep failed", "err", err, "deleted", n)
 		} else if n > 0 {
 			s.Log.Info("retention: deleted finished builds", "count", n, "older_than", s.Keep.String())
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // Once deletes every build finished before now-Keep, batch by batch; it

@@ -27,11 +27,7 @@ func (c *countingStore) DeleteFinished(ctx context.Context, before time.Time, li
 // most Batch, and nothing else.
 func TestRetentionDeletesOldFinishedBuilds(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(id string, at time.Time, finish bool) {
 		t.Helper()

@@ -26,13 +26,17 @@ type Idle struct {
 // batch bounds one sweep's query.
 const batch = 100
 
-func (s *Idle) defaults() {
-	if s.Now == nil {
-		s.Now = time.Now
+func (s *Idle) defaults() { s.Now, s.Log = clock(s.Now, s.Log) }
+
+// clock fills in the sweepers' defaults: the real time, and no log.
+func clock(now func() time.Time, log *slog.Logger) (func() time.Time, *slog.Logger) {
+	if now == nil {
+		now = time.Now
 	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.DiscardHandler)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	return now, log
 }
 
 // Run sweeps until ctx ends.
@@ -42,12 +46,19 @@ func (s *Idle) Run(ctx context.Context) {
 	if every <= 0 {
 		every = min(max(s.Timeout/4, 50*time.Millisecond), 30*time.Second)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	repeat(ctx, every, func() {
 		if _, err := s.Once(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Warn("idle sweep failed", "err", err)
 		}
+	})
+}
+
+// repeat calls sweep at once and then every interval, until ctx ends.
+func repeat(ctx context.Context, every time.Duration, sweep func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		sweep()
 		select {
 		case <-ctx.Done():
 			return

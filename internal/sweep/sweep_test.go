@@ -17,13 +17,21 @@ func batch(msg string) *buildlog.Batch {
 	return wire.NewBatch([]buildlog.Entry{{Timestamp: "2026-01-01T00:00:00Z", Kind: "message", Level: "info", Message: msg}}, nil, nil)
 }
 
-func TestIdleBuildsTimeOut(t *testing.T) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, t.TempDir())
+// openStore opens a real SQLite store in a fresh directory, closed when
+// the test ends.
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestIdleBuildsTimeOut(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
 	hub := live.New(0)
 	store := hub.Publishing(st)
 
