@@ -176,6 +176,11 @@ type reqState struct {
 	route  string
 	cancel context.CancelFunc
 	p      *principal
+	// detached: the request's connection is taken over (detach), so the
+	// handler may leave its stream's loop to run after it returns (later,
+	// set by stream).
+	detached bool
+	later    func()
 }
 
 type reqStateKey struct{}
@@ -189,31 +194,47 @@ func (a *API) handle(pattern string, h handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if detachable(pattern, r) {
 			if d, r := a.detach(w, r); d != nil {
-				go func() {
-					defer a.undetach(d)
-					defer d.end()
-					a.serve(pattern, h, d, r)
-				}()
+				a.serve(pattern, h, d, r, func() {
+					d.end()
+					a.undetach(d)
+				})
 				return
 			}
 		}
-		a.serve(pattern, h, w, r)
+		a.serve(pattern, h, w, r, nil)
 	})
 }
 
 // serve runs h as the request's handler, with its state, error answer and
-// metrics.
-func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request) {
+// metrics, then calls done (when not nil) once the response is complete.
+// A detached stream's handler returns before its stream ends (see
+// stream): the rest then runs on a goroutine of its own, and this one,
+// net/http's, returns.
+func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request, done func()) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	st := &reqState{route: pattern, cancel: cancel}
+	_, detached := w.(*detachedWriter)
+	st := &reqState{route: pattern, cancel: cancel, detached: detached}
 	r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
 	rec := &StatusRecorder{ResponseWriter: w}
 	if err := h(rec, r); err != nil {
 		a.writeError(rec, r, err)
 	}
-	a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+	end := func() {
+		a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+		cancel()
+		if done != nil {
+			done()
+		}
+	}
+	if later := st.later; later != nil {
+		go func() {
+			later()
+			end()
+		}()
+		return
+	}
+	end()
 }
 
 // StatusRecorder is a ResponseWriter that notes the status its handler

@@ -24,7 +24,7 @@ import (
 // framed (Content-Length when it ends before any flush, chunked after),
 // every response says Connection: close because nothing reads the
 // connection for a next request, a client that hangs up cancels the
-// request's context (a one-byte read watches for it), write deadlines go
+// request's context (see hangups; elsewhere a one-byte read), write deadlines go
 // to the connection, and API.Wait lets a shutdown wait for these streams
 // as Server.Shutdown waits for its own.
 
@@ -68,7 +68,6 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 		proto:  r.Proto,
 		obs:    obs,
 		cancel: cancel,
-		gone:   make(chan struct{}),
 	}
 	for _, o := range obs {
 		o.ObserveDetach()
@@ -80,7 +79,12 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 	a.detachedConns[conn] = struct{}{}
 	a.detachedMu.Unlock()
 	a.detached.Add(1)
-	go d.watch()
+	if stop, ok := connHangups.watch(conn, cancel); ok {
+		d.unwatch = stop
+	} else {
+		d.gone = make(chan struct{})
+		go d.watch()
+	}
 	return d, r.WithContext(ctx)
 }
 
@@ -163,7 +167,10 @@ type detachedWriter struct {
 	proto  string
 	obs    []Observer
 	cancel context.CancelFunc
-	gone   chan struct{} // closed when watch has returned
+	// The client's hang-up cancels the request: connHangups watches for it
+	// (unwatch ends that), or else watch, which closes gone on return.
+	unwatch func()
+	gone    chan struct{}
 
 	mu      sync.Mutex // Write may race the end only through misuse; cheap insurance
 	status  int
@@ -274,8 +281,13 @@ func (d *detachedWriter) end() {
 	if tc, ok := d.conn.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
+	if d.unwatch != nil {
+		d.unwatch()
+	}
 	d.conn.Close()
-	<-d.gone
+	if d.gone != nil {
+		<-d.gone
+	}
 	d.cancel()
 	for _, o := range d.obs {
 		o.ObserveEnd()

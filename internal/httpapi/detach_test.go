@@ -24,23 +24,27 @@ import (
 type detachServer struct {
 	*server
 	hijacked atomic.Int32
-	done     chan int // statuses of the log reads the recorder saw complete
+	done     chan int // statuses of the log reads (dialects A and B) the recorder saw complete
 }
 
-func newDetachServer(t *testing.T) *detachServer {
+func newDetachServer(t *testing.T, opts ...func(*httpapi.Config)) *detachServer {
 	t.Helper()
 	st := openSQLite(t, t.TempDir())
 	secret, err := st.Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second})
+	cfg := httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api := httpapi.New(cfg)
 	d := &detachServer{server: &server{t: t, store: st, api: api}, done: make(chan int, 100)}
 	// Both observers: the request log's recorder and the document checker.
 	h := checked(t, api)
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Record(w, r, h, func(status int) {
-			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/logs") {
+			if r.Method == "GET" && (strings.HasSuffix(r.URL.Path, "/logs") || strings.HasSuffix(r.URL.Path, "/events")) {
 				d.done <- status
 			}
 		})
@@ -142,6 +146,30 @@ func TestFollowTakesConnectionOver(t *testing.T) {
 	}
 	conn.Close()
 	d.wantDone(200)
+}
+
+// A client that hangs up ends its stream at once, not at the stream's next
+// write: with an hour between keepalives nothing else would notice, and
+// the stream would hold its slot, its memory and the key's stream quota.
+// Both dialects; a client that closes (FIN) and one that resets.
+func TestFollowHangUpEndsStream(t *testing.T) {
+	d := newDetachServer(t, func(c *httpapi.Config) { c.Keepalive = time.Hour })
+	id := d.versionBuild("tb_hangup", "hangup", "1.0.0")
+	d.append(id, msgs(0, 1))
+	for _, path := range []string{"/v1/templates/builds/" + id + "/logs?follow=true", eventsPath("hangup", "1.0.0")} {
+		for _, reset := range []bool{false, true} {
+			conn, _, res := d.rawGet(path, adminKey, "HTTP/1.1")
+			if ev, err := sse.NewReader(res.Body).Next(); err != nil || ev.ID != "0" {
+				t.Fatalf("%s: first event %+v, %v", path, ev, err)
+			}
+			d.wantNotDone()
+			if reset {
+				conn.(*net.TCPConn).SetLinger(0)
+			}
+			conn.Close()
+			d.wantDone(200)
+		}
+	}
 }
 
 // An error answered on a follow route is a complete response of its own,

@@ -150,7 +150,6 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 	if s == nil {
 		return err
 	}
-	defer release()
 
 	var (
 		frame     func(off uint64, line []byte)
@@ -205,9 +204,7 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 		return true, s.flush()
 	}
-	if err := a.readLog(r.Context(), b, from, q.follow, emit, keepalive); err != nil {
-		a.streamEnded(r, err)
-	}
+	a.stream(r, release, func() error { return a.readLog(r.Context(), b, from, q.follow, emit, keepalive) })
 	return nil
 }
 
@@ -320,6 +317,28 @@ func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 
 // streamEnded logs why a stream stopped early. Headers are sent, so the
 // client learns only that the stream ended; it reconnects by offset.
+// stream runs a stream's loop, then release. On a detached connection it
+// runs them after the handler has returned, on a goroutine of their own:
+// a follower waits for hours, and the goroutine it waits on keeps the
+// stack of the deepest call it ever made (authentication and the build's
+// lookup went through SQLite, whose stack frames are large) until a
+// garbage collection finds it mostly unused; a fresh goroutine that only
+// loops keeps a small one. Store reads inside the loop run aside (see
+// aside) for the same reason.
+func (a *API) stream(r *http.Request, release func(), loop func() error) {
+	run := func() {
+		if err := loop(); err != nil {
+			a.streamEnded(r, err)
+		}
+		release()
+	}
+	if st := stateOf(r); st != nil && st.detached {
+		st.later = run
+		return
+	}
+	run()
+}
+
 func (a *API) streamEnded(r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return

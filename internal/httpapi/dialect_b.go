@@ -53,7 +53,6 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 	if s == nil {
 		return err
 	}
-	defer release()
 	var frame []byte
 	// Every entry is a frame: B has no filter.
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
@@ -84,9 +83,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		return wrote, s.flush()
 	}
-	if err := a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive); err != nil {
-		a.streamEnded(r, err)
-	}
+	a.stream(r, release, func() error { return a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive) })
 	return nil
 }
 
