@@ -193,7 +193,7 @@ func stateOf(r *http.Request) *reqState {
 func (a *API) handle(pattern string, h handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if detachable(pattern, r) {
-			if d, r := a.detach(w, r); d != nil {
+			if d := a.detach(w, r); d != nil {
 				a.serve(pattern, h, d, r, func() {
 					d.end()
 					a.undetach(d)
@@ -212,8 +212,19 @@ func (a *API) handle(pattern string, h handlerFunc) {
 // net/http's, returns.
 func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request, done func()) {
 	start := time.Now()
-	ctx, cancel := context.WithCancel(r.Context())
-	_, detached := w.(*detachedWriter)
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	d, detached := w.(*detachedWriter)
+	if detached {
+		// The stream's own context, cancelled at its end: a follower is
+		// kept for hours, and a layer of context more is a few hundred
+		// bytes more of it.
+		ctx, cancel = d.ctx, d.cancel
+	} else {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
 	st := &reqState{route: pattern, cancel: cancel, detached: detached}
 	r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
 	rec := &StatusRecorder{ResponseWriter: w}

@@ -47,15 +47,16 @@ func detachable(pattern string, r *http.Request) bool {
 
 // detach takes r's connection over. It returns nil when w cannot or
 // should not be hijacked (see recorders; a test recorder): the request is
-// then served in place, as any other.
-func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *http.Request) {
+// then served in place, as any other. The request is to be served under
+// the writer's ctx, which net/http's end of the request does not cancel.
+func (a *API) detach(w http.ResponseWriter, r *http.Request) *detachedWriter {
 	obs, ok := observers(w)
 	if !ok {
-		return nil, nil
+		return nil
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil
+		return nil
 	}
 	// Nothing was written, so brw's writer is empty; its reader may hold a
 	// pipelined request, which a connection that closes after this
@@ -67,6 +68,7 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 		header: w.Header().Clone(), // what middleware set (X-Request-Id)
 		proto:  r.Proto,
 		obs:    obs,
+		ctx:    ctx,
 		cancel: cancel,
 	}
 	for _, o := range obs {
@@ -85,7 +87,7 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 		d.gone = make(chan struct{})
 		go d.watch()
 	}
-	return d, r.WithContext(ctx)
+	return d
 }
 
 // undetach forgets an ended stream's connection.
@@ -166,6 +168,7 @@ type detachedWriter struct {
 	header http.Header
 	proto  string
 	obs    []Observer
+	ctx    context.Context // the request's, ended by cancel: a hang-up, a write error, the end
 	cancel context.CancelFunc
 	// The client's hang-up cancels the request: connHangups watches for it
 	// (unwatch ends that), or else watch, which closes gone on return.
@@ -193,7 +196,12 @@ func (d *detachedWriter) watch() {
 	}
 }
 
-func (d *detachedWriter) Header() http.Header { return d.header }
+func (d *detachedWriter) Header() http.Header {
+	if d.header == nil {
+		d.header = http.Header{} // headers sent: changes are ignored, as net/http's are
+	}
+	return d.header
+}
 
 func (d *detachedWriter) WriteHeader(code int) {
 	d.mu.Lock()
@@ -327,6 +335,8 @@ func (d *detachedWriter) sendHeaders(length int) {
 	for _, o := range d.obs {
 		o.ObserveHeader(d.status, h)
 	}
+	// The map is spent, and a stream lives for hours: let it go.
+	d.header = nil
 }
 
 // writeBody writes b as the body's next bytes: one chunk in one write

@@ -204,7 +204,7 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 		return true, s.flush()
 	}
-	a.stream(r, release, func() error { return a.readLog(r.Context(), b, from, q.follow, emit, keepalive) })
+	a.stream(r, release, func(ctx context.Context) error { return a.readLog(ctx, b, from, q.follow, emit, keepalive) })
 	return nil
 }
 
@@ -325,10 +325,15 @@ func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 // garbage collection finds it mostly unused; a fresh goroutine that only
 // loops keeps a small one. Store reads inside the loop run aside (see
 // aside) for the same reason.
-func (a *API) stream(r *http.Request, release func(), loop func() error) {
+//
+// Nothing of the stream holds r past this call (loop gets its context):
+// for a follower, the request and its headers would be a kilobyte of
+// memory kept for hours.
+func (a *API) stream(r *http.Request, release func(), loop func(context.Context) error) {
+	ctx, path := r.Context(), r.URL.Path
 	run := func() {
-		if err := loop(); err != nil {
-			a.streamEnded(r, err)
+		if err := loop(ctx); err != nil {
+			a.streamEndedAt(ctx, path, err)
 		}
 		release()
 	}
@@ -340,8 +345,12 @@ func (a *API) stream(r *http.Request, release func(), loop func() error) {
 }
 
 func (a *API) streamEnded(r *http.Request, err error) {
-	if r.Context().Err() != nil {
+	a.streamEndedAt(r.Context(), r.URL.Path, err)
+}
+
+func (a *API) streamEndedAt(ctx context.Context, path string, err error) {
+	if ctx.Err() != nil {
 		return
 	}
-	a.log.Warn("stream ended early", "path", r.URL.Path, "err", err)
+	a.log.Warn("stream ended early", "path", path, "err", err)
 }

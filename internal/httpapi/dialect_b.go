@@ -54,6 +54,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var frame []byte
+	ctx := r.Context() // the stream holds its context, not r (see stream)
 	// Every entry is a frame: B has no filter.
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		if shareable(chunks) {
@@ -62,7 +63,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: frameB}
 			out, err := a.frames.get(k, func() ([]byte, error) {
 				var out, frame []byte
-				err := a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+				err := a.framesB(ctx, b.ID, chunks, &frame, func(off uint64, data []byte) error {
 					out = appendSSE(out, off, "", data)
 					return nil
 				})
@@ -73,7 +74,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 			}
 			return true, s.writeShared(out)
 		}
-		err = a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+		err = a.framesB(ctx, b.ID, chunks, &frame, func(off uint64, data []byte) error {
 			s.sseFrame(off, "", data)
 			wrote = true
 			return s.maybeFlush()
@@ -83,7 +84,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		return wrote, s.flush()
 	}
-	a.stream(r, release, func() error { return a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive) })
+	a.stream(r, release, func(ctx context.Context) error { return a.readLog(ctx, b, from, true, emit, s.sseKeepalive) })
 	return nil
 }
 
