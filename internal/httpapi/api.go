@@ -80,7 +80,9 @@ type API struct {
 	pageKey  []byte // HMAC key for dialect C page tokens
 	mux      *http.ServeMux
 
-	drain     chan struct{} // closed when streams should end
+	drain     chan struct{}   // closed when streams should end
+	drainCtx  context.Context // done when drain closes, for waiting followers (follow)
+	drainDone context.CancelFunc
 	drainOnce sync.Once
 
 	streamsMu   sync.Mutex
@@ -146,6 +148,7 @@ func New(cfg Config) *API {
 	if cfg.AdminKey != "" {
 		a.adminKey = buildlog.HashKey(cfg.AdminKey)
 	}
+	a.drainCtx, a.drainDone = context.WithCancel(context.Background())
 	a.tokenKey = derive(cfg.Secret, "stream-token")
 	a.pageKey = derive(cfg.Secret, "page-token")
 	a.routes()
@@ -164,7 +167,12 @@ func (a *API) Store() buildlog.Store { return a.store }
 
 // Drain ends every open stream cleanly, so clients reconnect (elsewhere or
 // after a restart) with Last-Event-ID. Requests in flight finish normally.
-func (a *API) Drain() { a.drainOnce.Do(func() { close(a.drain) }) }
+func (a *API) Drain() {
+	a.drainOnce.Do(func() {
+		close(a.drain)
+		a.drainDone()
+	})
+}
 
 // handlerFunc is a handler that reports failure by returning an error.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -177,10 +185,11 @@ type reqState struct {
 	cancel context.CancelFunc
 	p      *principal
 	// detached: the request's connection is taken over (detach), so the
-	// handler may leave its stream's loop to run after it returns (later,
-	// set by stream).
+	// handler may leave its stream to go on after it returns: later, set
+	// by stream, takes the response over and calls end once it is
+	// complete.
 	detached bool
-	later    func()
+	later    func(end func())
 }
 
 type reqStateKey struct{}
@@ -208,8 +217,7 @@ func (a *API) handle(pattern string, h handlerFunc) {
 // serve runs h as the request's handler, with its state, error answer and
 // metrics, then calls done (when not nil) once the response is complete.
 // A detached stream's handler returns before its stream ends (see
-// stream): the rest then runs on a goroutine of its own, and this one,
-// net/http's, returns.
+// stream), and so does serve: net/http's goroutine is free at once.
 func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request, done func()) {
 	start := time.Now()
 	var (
@@ -238,11 +246,8 @@ func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *htt
 			done()
 		}
 	}
-	if later := st.later; later != nil {
-		go func() {
-			later()
-			end()
-		}()
+	if st.later != nil {
+		st.later(end)
 		return
 	}
 	end()

@@ -276,8 +276,7 @@ func (a *API) revoked(ctx context.Context) bool {
 	if st == nil || st.p == nil || st.p.key == nil {
 		return false
 	}
-	var err error
-	aside(func() { _, err = a.cfg.Store.KeyByHash(ctx, st.p.key.Hash) }) // a follower's check: see aside
+	_, err := a.cfg.Store.KeyByHash(ctx, st.p.key.Hash)
 	if buildlog.ErrorCode(err) == buildlog.ENotFound {
 		a.cfg.Metrics.StreamRevoked()
 		return true

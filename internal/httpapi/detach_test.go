@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -262,5 +263,43 @@ func toEnd(rd *sse.Reader) (int, error) {
 		if ev.HasID {
 			n++
 		}
+	}
+}
+
+// A follower that waits has no goroutine: 200 of them, all caught up on
+// a running build, add a handful at most (the hang-up watcher, timers'),
+// and each still gets the next commit and the terminal entry.
+func TestWaitingFollowersHaveNoGoroutine(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 1))
+	base := runtime.NumGoroutine()
+	const n = 200
+	readers := make([]*sse.Reader, n)
+	for i := range readers {
+		_, _, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", adminKey, "HTTP/1.1")
+		readers[i] = sse.NewReader(res.Body)
+		if ev, err := readers[i].Next(); err != nil || ev.ID != "0" {
+			t.Fatalf("follower %d: first event %+v, %v", i, ev, err)
+		}
+	}
+	// Stragglers finish their first stretch within moments.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine() - base; g > 20 {
+		t.Fatalf("%d waiting followers hold %d goroutines", n, g)
+	}
+	d.append(id, msgs(1, 1))
+	d.want(d.finish(id, "ready"), 200)
+	for i, rd := range readers {
+		if ev, err := rd.Next(); err != nil || ev.ID != "1" {
+			t.Fatalf("follower %d: live event %+v, %v", i, ev, err)
+		}
+		if n, err := toEnd(rd); err != nil || n != 1 {
+			t.Fatalf("follower %d: %d events to the end, %v; want the terminal one", i, n, err)
+		}
+		d.wantDone(200)
 	}
 }

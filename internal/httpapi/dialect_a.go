@@ -174,11 +174,12 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 	if q.form == formNDJSON {
 		shared = frameNDJSON
 	}
+	bid := b.ID // what emit keeps of the build: a follower holds it for hours
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		if !q.filter.active() && shareable(chunks) {
 			// Every follower of the build at this offset sends the same
 			// bytes: render them once.
-			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: shared}
+			k := frameKey{build: bid, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: shared}
 			out, err := a.frames.get(k, func() ([]byte, error) { return renderA(chunks, shared), nil })
 			if err != nil {
 				return false, err
@@ -204,7 +205,7 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 		return true, s.flush()
 	}
-	a.stream(r, release, func(ctx context.Context) error { return a.readLog(ctx, b, from, q.follow, emit, keepalive) })
+	a.stream(r, release, b, from, q.follow, emit, keepalive)
 	return nil
 }
 
@@ -317,31 +318,31 @@ func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 
 // streamEnded logs why a stream stopped early. Headers are sent, so the
 // client learns only that the stream ended; it reconnects by offset.
-// stream runs a stream's loop, then release. On a detached connection it
-// runs them after the handler has returned, on a goroutine of their own:
-// a follower waits for hours, and the goroutine it waits on keeps the
-// stack of the deepest call it ever made (authentication and the build's
-// lookup went through SQLite, whose stack frames are large) until a
-// garbage collection finds it mostly unused; a fresh goroutine that only
-// loops keeps a small one. Store reads inside the loop run aside (see
-// aside) for the same reason.
-//
-// Nothing of the stream holds r past this call (loop gets its context):
-// for a follower, the request and its headers would be a kilobyte of
-// memory kept for hours.
-func (a *API) stream(r *http.Request, release func(), loop func(context.Context) error) {
+// stream sends b's log from offset from through emit (see readLog), then
+// calls release. On a detached connection a follow stream goes on after
+// the handler has returned, with no goroutine of its own while it waits
+// (see follow). Nothing of the stream holds r past this call: for a
+// follower, the request and its headers would be a kilobyte kept for hours.
+func (a *API) stream(r *http.Request, release func(), b *buildlog.Build, from uint64, follow bool,
+	emit func([]buildlog.Chunk) (bool, error), idle func() error) {
 	ctx, path := r.Context(), r.URL.Path
-	run := func() {
-		if err := loop(ctx); err != nil {
+	ended := func(err error) {
+		if err != nil {
 			a.streamEndedAt(ctx, path, err)
 		}
 		release()
 	}
-	if st := stateOf(r); st != nil && st.detached {
-		st.later = run
+	if st := stateOf(r); follow && st != nil && st.detached {
+		id := b.ID
+		st.later = func(end func()) {
+			a.follow(ctx, id, from, emit, idle, func(err error) {
+				ended(err)
+				end()
+			})
+		}
 		return
 	}
-	run()
+	ended(a.readLog(ctx, b, from, follow, emit, idle))
 }
 
 func (a *API) streamEnded(r *http.Request, err error) {

@@ -64,7 +64,7 @@ func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, f
 			}
 			// The failure may be the leader's own (its client left): read
 			// for ourselves rather than inherit it.
-			return readAside(ctx, st, build, from)
+			return st.ReadLog(ctx, build, from, readPage)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -76,7 +76,7 @@ func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, f
 	g.calls[k] = c
 	g.mu.Unlock()
 
-	c.chunks, c.err = readAside(ctx, st, build, from)
+	c.chunks, c.err = st.ReadLog(ctx, build, from, readPage)
 	g.mu.Lock()
 	delete(g.calls, k)
 	g.mu.Unlock()
@@ -96,7 +96,7 @@ func (g *readGroup) status(ctx context.Context, st buildlog.Store, build string,
 			if c.err == nil {
 				return c.build, nil
 			}
-			return buildAside(ctx, st, build) // perhaps the leader's own failure, as in read
+			return st.Build(ctx, build) // perhaps the leader's own failure, as in read
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -108,34 +108,10 @@ func (g *readGroup) status(ctx context.Context, st buildlog.Store, build string,
 	g.statuses[k] = c
 	g.mu.Unlock()
 
-	c.build, c.err = buildAside(ctx, st, build)
+	c.build, c.err = st.Build(ctx, build)
 	g.mu.Lock()
 	delete(g.statuses, k)
 	g.mu.Unlock()
 	close(c.done)
 	return c.build, c.err
-}
-
-// aside runs fn on a goroutine of its own and waits for it. A follower's
-// goroutine spends hours waiting with whatever stack its deepest call
-// grew (SQLite's frames are large), so the store calls it makes now and
-// then run aside: the goroutine that waits keeps a small stack, and a
-// read's costs one goroutine start more.
-func aside(fn func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	<-done
-}
-
-func readAside(ctx context.Context, st buildlog.Store, build string, from uint64) (chunks []buildlog.Chunk, err error) {
-	aside(func() { chunks, err = st.ReadLog(ctx, build, from, readPage) })
-	return chunks, err
-}
-
-func buildAside(ctx context.Context, st buildlog.Store, build string) (b *buildlog.Build, err error) {
-	aside(func() { b, err = st.Build(ctx, build) })
-	return b, err
 }

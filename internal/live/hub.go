@@ -44,6 +44,9 @@ type topic struct {
 	woke   time.Time // when wake was last closed
 	due    bool      // a wake-up is scheduled (commits gathered within coalesce)
 	wakes  int       // wake-ups so far (tests count them)
+	// waiters are the followers waiting without a goroutine (OnWake),
+	// called when wake closes.
+	waiters map[*Follower]func()
 }
 
 // wakeLocked wakes the followers now, or schedules it: see coalesce.
@@ -70,6 +73,10 @@ func (t *topic) closeLocked() {
 	t.wake = make(chan struct{})
 	t.woke = time.Now()
 	t.wakes++
+	for f, fn := range t.waiters {
+		delete(t.waiters, f)
+		fn()
+	}
 }
 
 // New returns a hub keeping up to retain bytes per followed build
@@ -102,8 +109,36 @@ func (h *Hub) Follow(buildID string) *Follower {
 	return &Follower{hub: h, id: buildID, t: t}
 }
 
+// OnWake arranges for fn to be called once wake, a channel Wait
+// returned, closes: the way to wait without a goroutine. fn runs with the
+// build's lock held, so it must only hand off (start a goroutine, say).
+// It reports false, calling nothing, when wake has closed already. A
+// later OnWake replaces an earlier one; StopWake cancels it.
+func (f *Follower) OnWake(wake <-chan struct{}, fn func()) bool {
+	t := f.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wake != t.wake {
+		return false
+	}
+	if t.waiters == nil {
+		t.waiters = make(map[*Follower]func())
+	}
+	t.waiters[f] = fn
+	return true
+}
+
+// StopWake cancels the follower's OnWake, if it has not been called.
+func (f *Follower) StopWake() {
+	t := f.t
+	t.mu.Lock()
+	delete(t.waiters, f)
+	t.mu.Unlock()
+}
+
 // Close unregisters the follower; a build nobody follows costs nothing.
 func (f *Follower) Close() {
+	f.StopWake()
 	h := f.hub
 	h.mu.Lock()
 	f.t.refs--
