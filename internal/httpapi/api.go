@@ -84,6 +84,7 @@ type API struct {
 	drainCtx  context.Context // done when drain closes, for waiting followers (follow)
 	drainDone context.CancelFunc
 	drainOnce sync.Once
+	runq      runQueue // followers a commit woke (follow)
 
 	streamsMu   sync.Mutex
 	streams     map[string]int // open streams by key id

@@ -116,13 +116,13 @@ func (fl *follower) kick() {
 	}
 }
 
-// onWake is the hub's call at a wake-up, made with the build's lock
-// held: the stream goes on on a goroutine of its own.
+// onWake is the hub's call at a wake-up, made on the committer's
+// goroutine: the stream goes on from the API's run queue.
 func (fl *follower) onWake() {
 	fl.rang.Store(true)
 	fl.pending.Store(true)
 	if fl.state.CompareAndSwap(followerWaiting, followerRunning) {
-		go fl.run()
+		fl.a.runq.push(fl)
 	}
 }
 

@@ -50,31 +50,46 @@ type topic struct {
 }
 
 // wakeLocked wakes the followers now, or schedules it: see coalesce.
-// Called with t.mu held.
-func (t *topic) wakeLocked() {
+// Called with t.mu held; the caller calls what it returns, the waiters
+// to call back, once it has let go of t.mu.
+func (t *topic) wakeLocked() []func() {
 	if t.due {
-		return // the scheduled wake-up covers this commit too
+		return nil // the scheduled wake-up covers this commit too
 	}
 	if wait := coalesce - time.Since(t.woke); wait > 0 {
 		t.due = true
 		time.AfterFunc(wait, func() {
 			t.mu.Lock()
 			t.due = false
-			t.closeLocked()
+			calls := t.closeLocked()
 			t.mu.Unlock()
+			call(calls)
 		})
-		return
+		return nil
 	}
-	t.closeLocked()
+	return t.closeLocked()
 }
 
-func (t *topic) closeLocked() {
+func (t *topic) closeLocked() []func() {
 	close(t.wake)
 	t.wake = make(chan struct{})
 	t.woke = time.Now()
 	t.wakes++
-	for f, fn := range t.waiters {
-		delete(t.waiters, f)
+	if len(t.waiters) == 0 {
+		return nil
+	}
+	calls := make([]func(), 0, len(t.waiters))
+	for _, fn := range t.waiters {
+		calls = append(calls, fn)
+	}
+	clear(t.waiters)
+	return calls
+}
+
+// call makes the waiters' calls outside the build's lock, so that the
+// followers they start, reading and waiting again, do not queue on it.
+func call(calls []func()) {
+	for _, fn := range calls {
 		fn()
 	}
 }
@@ -110,8 +125,8 @@ func (h *Hub) Follow(buildID string) *Follower {
 }
 
 // OnWake arranges for fn to be called once wake, a channel Wait
-// returned, closes: the way to wait without a goroutine. fn runs with the
-// build's lock held, so it must only hand off (start a goroutine, say).
+// returned, closes: the way to wait without a goroutine. fn runs on the
+// committer's goroutine, so it must only hand off (queue work, say).
 // It reports false, calling nothing, when wake has closed already. A
 // later OnWake replaces an earlier one; StopWake cancels it.
 func (f *Follower) OnWake(wake <-chan struct{}, fn func()) bool {
@@ -197,7 +212,6 @@ func (h *Hub) Publish(buildID string, c buildlog.Chunk) {
 		return
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	n := len(t.chunks)
 	switch {
 	case n > 0 && c.First == t.chunks[n-1].End():
@@ -214,7 +228,9 @@ func (h *Hub) Publish(buildID string, c buildlog.Chunk) {
 		t.chunks[0] = buildlog.Chunk{}
 		t.chunks = t.chunks[1:]
 	}
-	t.wakeLocked()
+	calls := t.wakeLocked()
+	t.mu.Unlock()
+	call(calls)
 }
 
 // Notify says the build changed elsewhere (another server committed). What
@@ -234,8 +250,9 @@ func (h *Hub) Notify(buildID string) {
 	for _, t := range ts {
 		t.mu.Lock()
 		t.chunks, t.size = nil, 0
-		t.wakeLocked()
+		calls := t.wakeLocked()
 		t.mu.Unlock()
+		call(calls)
 	}
 }
 
