@@ -21,10 +21,13 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", id)
 		// A follow stream is logged when it ends, as before it took its
 		// connection over from net/http.
+		// The record keeps what it logs, not r: a follow stream is logged
+		// hours later, and r with its headers is a kilobyte to keep.
+		ctx, method, path := r.Context(), r.Method, r.URL.Path
 		httpapi.Record(w, r, next, func(status int) {
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-				slog.String("request_id", id), slog.String("method", r.Method),
-				slog.String("path", r.URL.Path), slog.Int("status", status),
+			log.LogAttrs(ctx, slog.LevelInfo, "request",
+				slog.String("request_id", id), slog.String("method", method),
+				slog.String("path", path), slog.Int("status", status),
 				slog.Duration("duration", time.Since(start)))
 		})
 	})

@@ -80,8 +80,11 @@ type API struct {
 	pageKey  []byte // HMAC key for dialect C page tokens
 	mux      *http.ServeMux
 
-	drain     chan struct{} // closed when streams should end
+	drain     chan struct{}   // closed when streams should end
+	drainCtx  context.Context // done when drain closes, for waiting followers (follow)
+	drainDone context.CancelFunc
 	drainOnce sync.Once
+	runq      runQueue // followers a commit woke (follow)
 
 	streamsMu   sync.Mutex
 	streams     map[string]int // open streams by key id
@@ -146,6 +149,7 @@ func New(cfg Config) *API {
 	if cfg.AdminKey != "" {
 		a.adminKey = buildlog.HashKey(cfg.AdminKey)
 	}
+	a.drainCtx, a.drainDone = context.WithCancel(context.Background())
 	a.tokenKey = derive(cfg.Secret, "stream-token")
 	a.pageKey = derive(cfg.Secret, "page-token")
 	a.routes()
@@ -164,7 +168,12 @@ func (a *API) Store() buildlog.Store { return a.store }
 
 // Drain ends every open stream cleanly, so clients reconnect (elsewhere or
 // after a restart) with Last-Event-ID. Requests in flight finish normally.
-func (a *API) Drain() { a.drainOnce.Do(func() { close(a.drain) }) }
+func (a *API) Drain() {
+	a.drainOnce.Do(func() {
+		close(a.drain)
+		a.drainDone()
+	})
+}
 
 // handlerFunc is a handler that reports failure by returning an error.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -176,6 +185,12 @@ type reqState struct {
 	route  string
 	cancel context.CancelFunc
 	p      *principal
+	// detached: the request's connection is taken over (detach), so the
+	// handler may leave its stream to go on after it returns: later, set
+	// by stream, takes the response over and calls end once it is
+	// complete.
+	detached bool
+	later    func(end func())
 }
 
 type reqStateKey struct{}
@@ -188,32 +203,55 @@ func stateOf(r *http.Request) *reqState {
 func (a *API) handle(pattern string, h handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if detachable(pattern, r) {
-			if d, r := a.detach(w, r); d != nil {
-				go func() {
-					defer a.undetach(d)
-					defer d.end()
-					a.serve(pattern, h, d, r)
-				}()
+			if d := a.detach(w, r); d != nil {
+				a.serve(pattern, h, d, r, func() {
+					d.end()
+					a.undetach(d)
+				})
 				return
 			}
 		}
-		a.serve(pattern, h, w, r)
+		a.serve(pattern, h, w, r, nil)
 	})
 }
 
 // serve runs h as the request's handler, with its state, error answer and
-// metrics.
-func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request) {
+// metrics, then calls done (when not nil) once the response is complete.
+// A detached stream's handler returns before its stream ends (see
+// stream), and so does serve: net/http's goroutine is free at once.
+func (a *API) serve(pattern string, h handlerFunc, w http.ResponseWriter, r *http.Request, done func()) {
 	start := time.Now()
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	st := &reqState{route: pattern, cancel: cancel}
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	d, detached := w.(*detachedWriter)
+	if detached {
+		// The stream's own context, cancelled at its end: a follower is
+		// kept for hours, and a layer of context more is a few hundred
+		// bytes more of it.
+		ctx, cancel = d.ctx, d.cancel
+	} else {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
+	st := &reqState{route: pattern, cancel: cancel, detached: detached}
 	r = r.WithContext(context.WithValue(ctx, reqStateKey{}, st))
 	rec := &StatusRecorder{ResponseWriter: w}
 	if err := h(rec, r); err != nil {
 		a.writeError(rec, r, err)
 	}
-	a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+	end := func() {
+		a.cfg.Metrics.Request(pattern, rec.Status(), time.Since(start))
+		cancel()
+		if done != nil {
+			done()
+		}
+	}
+	if st.later != nil {
+		st.later(end)
+		return
+	}
+	end()
 }
 
 // StatusRecorder is a ResponseWriter that notes the status its handler

@@ -24,7 +24,7 @@ import (
 // framed (Content-Length when it ends before any flush, chunked after),
 // every response says Connection: close because nothing reads the
 // connection for a next request, a client that hangs up cancels the
-// request's context (a one-byte read watches for it), write deadlines go
+// request's context (see hangups; elsewhere a one-byte read), write deadlines go
 // to the connection, and API.Wait lets a shutdown wait for these streams
 // as Server.Shutdown waits for its own.
 
@@ -47,15 +47,16 @@ func detachable(pattern string, r *http.Request) bool {
 
 // detach takes r's connection over. It returns nil when w cannot or
 // should not be hijacked (see recorders; a test recorder): the request is
-// then served in place, as any other.
-func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *http.Request) {
+// then served in place, as any other. The request is to be served under
+// the writer's ctx, which net/http's end of the request does not cancel.
+func (a *API) detach(w http.ResponseWriter, r *http.Request) *detachedWriter {
 	obs, ok := observers(w)
 	if !ok {
-		return nil, nil
+		return nil
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil
+		return nil
 	}
 	// Nothing was written, so brw's writer is empty; its reader may hold a
 	// pipelined request, which a connection that closes after this
@@ -67,8 +68,8 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 		header: w.Header().Clone(), // what middleware set (X-Request-Id)
 		proto:  r.Proto,
 		obs:    obs,
+		ctx:    ctx,
 		cancel: cancel,
-		gone:   make(chan struct{}),
 	}
 	for _, o := range obs {
 		o.ObserveDetach()
@@ -80,8 +81,13 @@ func (a *API) detach(w http.ResponseWriter, r *http.Request) (*detachedWriter, *
 	a.detachedConns[conn] = struct{}{}
 	a.detachedMu.Unlock()
 	a.detached.Add(1)
-	go d.watch()
-	return d, r.WithContext(ctx)
+	if stop, ok := connHangups.watch(conn, cancel); ok {
+		d.unwatch = stop
+	} else {
+		d.gone = make(chan struct{})
+		go d.watch()
+	}
+	return d
 }
 
 // undetach forgets an ended stream's connection.
@@ -162,8 +168,12 @@ type detachedWriter struct {
 	header http.Header
 	proto  string
 	obs    []Observer
+	ctx    context.Context // the request's, ended by cancel: a hang-up, a write error, the end
 	cancel context.CancelFunc
-	gone   chan struct{} // closed when watch has returned
+	// The client's hang-up cancels the request: connHangups watches for it
+	// (unwatch ends that), or else watch, which closes gone on return.
+	unwatch func()
+	gone    chan struct{}
 
 	mu      sync.Mutex // Write may race the end only through misuse; cheap insurance
 	status  int
@@ -186,7 +196,12 @@ func (d *detachedWriter) watch() {
 	}
 }
 
-func (d *detachedWriter) Header() http.Header { return d.header }
+func (d *detachedWriter) Header() http.Header {
+	if d.header == nil {
+		d.header = http.Header{} // headers sent: changes are ignored, as net/http's are
+	}
+	return d.header
+}
 
 func (d *detachedWriter) WriteHeader(code int) {
 	d.mu.Lock()
@@ -274,8 +289,13 @@ func (d *detachedWriter) end() {
 	if tc, ok := d.conn.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
+	if d.unwatch != nil {
+		d.unwatch()
+	}
 	d.conn.Close()
-	<-d.gone
+	if d.gone != nil {
+		<-d.gone
+	}
 	d.cancel()
 	for _, o := range d.obs {
 		o.ObserveEnd()
@@ -315,6 +335,8 @@ func (d *detachedWriter) sendHeaders(length int) {
 	for _, o := range d.obs {
 		o.ObserveHeader(d.status, h)
 	}
+	// The map is spent, and a stream lives for hours: let it go.
+	d.header = nil
 }
 
 // writeBody writes b as the body's next bytes: one chunk in one write

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,23 +25,27 @@ import (
 type detachServer struct {
 	*server
 	hijacked atomic.Int32
-	done     chan int // statuses of the log reads the recorder saw complete
+	done     chan int // statuses of the log reads (dialects A and B) the recorder saw complete
 }
 
-func newDetachServer(t *testing.T) *detachServer {
+func newDetachServer(t *testing.T, opts ...func(*httpapi.Config)) *detachServer {
 	t.Helper()
 	st := openSQLite(t, t.TempDir())
 	secret, err := st.Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second})
+	cfg := httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api := httpapi.New(cfg)
 	d := &detachServer{server: &server{t: t, store: st, api: api}, done: make(chan int, 100)}
 	// Both observers: the request log's recorder and the document checker.
 	h := checked(t, api)
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Record(w, r, h, func(status int) {
-			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/logs") {
+			if r.Method == "GET" && (strings.HasSuffix(r.URL.Path, "/logs") || strings.HasSuffix(r.URL.Path, "/events")) {
 				d.done <- status
 			}
 		})
@@ -144,6 +149,30 @@ func TestFollowTakesConnectionOver(t *testing.T) {
 	d.wantDone(200)
 }
 
+// A client that hangs up ends its stream at once, not at the stream's next
+// write: with an hour between keepalives nothing else would notice, and
+// the stream would hold its slot, its memory and the key's stream quota.
+// Both dialects; a client that closes (FIN) and one that resets.
+func TestFollowHangUpEndsStream(t *testing.T) {
+	d := newDetachServer(t, func(c *httpapi.Config) { c.Keepalive = time.Hour })
+	id := d.versionBuild("tb_hangup", "hangup", "1.0.0")
+	d.append(id, msgs(0, 1))
+	for _, path := range []string{"/v1/templates/builds/" + id + "/logs?follow=true", eventsPath("hangup", "1.0.0")} {
+		for _, reset := range []bool{false, true} {
+			conn, _, res := d.rawGet(path, adminKey, "HTTP/1.1")
+			if ev, err := sse.NewReader(res.Body).Next(); err != nil || ev.ID != "0" {
+				t.Fatalf("%s: first event %+v, %v", path, ev, err)
+			}
+			d.wantNotDone()
+			if reset {
+				conn.(*net.TCPConn).SetLinger(0)
+			}
+			conn.Close()
+			d.wantDone(200)
+		}
+	}
+}
+
 // An error answered on a follow route is a complete response of its own,
 // with its length, its status recorded.
 func TestFollowErrorOnTakenConnection(t *testing.T) {
@@ -234,5 +263,43 @@ func toEnd(rd *sse.Reader) (int, error) {
 		if ev.HasID {
 			n++
 		}
+	}
+}
+
+// A follower that waits has no goroutine: 200 of them, all caught up on
+// a running build, add a handful at most (the hang-up watcher, timers'),
+// and each still gets the next commit and the terminal entry.
+func TestWaitingFollowersHaveNoGoroutine(t *testing.T) {
+	d := newDetachServer(t)
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 1))
+	base := runtime.NumGoroutine()
+	const n = 200
+	readers := make([]*sse.Reader, n)
+	for i := range readers {
+		_, _, res := d.rawGet("/v1/templates/builds/"+id+"/logs?follow=true", adminKey, "HTTP/1.1")
+		readers[i] = sse.NewReader(res.Body)
+		if ev, err := readers[i].Next(); err != nil || ev.ID != "0" {
+			t.Fatalf("follower %d: first event %+v, %v", i, ev, err)
+		}
+	}
+	// Stragglers finish their first stretch within moments.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine() - base; g > 20 {
+		t.Fatalf("%d waiting followers hold %d goroutines", n, g)
+	}
+	d.append(id, msgs(1, 1))
+	d.want(d.finish(id, "ready"), 200)
+	for i, rd := range readers {
+		if ev, err := rd.Next(); err != nil || ev.ID != "1" {
+			t.Fatalf("follower %d: live event %+v, %v", i, ev, err)
+		}
+		if n, err := toEnd(rd); err != nil || n != 1 {
+			t.Fatalf("follower %d: %d events to the end, %v; want the terminal one", i, n, err)
+		}
+		d.wantDone(200)
 	}
 }

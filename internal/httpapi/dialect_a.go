@@ -150,7 +150,6 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 	if s == nil {
 		return err
 	}
-	defer release()
 
 	var (
 		frame     func(off uint64, line []byte)
@@ -175,11 +174,12 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 	if q.form == formNDJSON {
 		shared = frameNDJSON
 	}
+	bid := b.ID // what emit keeps of the build: a follower holds it for hours
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		if !q.filter.active() && shareable(chunks) {
 			// Every follower of the build at this offset sends the same
 			// bytes: render them once.
-			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: shared}
+			k := frameKey{build: bid, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: shared}
 			out, err := a.frames.get(k, func() ([]byte, error) { return renderA(chunks, shared), nil })
 			if err != nil {
 				return false, err
@@ -205,9 +205,7 @@ func (a *API) streamLogs(w http.ResponseWriter, r *http.Request) error {
 		}
 		return true, s.flush()
 	}
-	if err := a.readLog(r.Context(), b, from, q.follow, emit, keepalive); err != nil {
-		a.streamEnded(r, err)
-	}
+	a.stream(r, release, b, from, q.follow, emit, keepalive)
 	return nil
 }
 
@@ -320,9 +318,40 @@ func (a *API) scanLog(ctx context.Context, b *buildlog.Build, from uint64,
 
 // streamEnded logs why a stream stopped early. Headers are sent, so the
 // client learns only that the stream ended; it reconnects by offset.
-func (a *API) streamEnded(r *http.Request, err error) {
-	if r.Context().Err() != nil {
+// stream sends b's log from offset from through emit (see readLog), then
+// calls release. On a detached connection a follow stream goes on after
+// the handler has returned, with no goroutine of its own while it waits
+// (see follow). Nothing of the stream holds r past this call: for a
+// follower, the request and its headers would be a kilobyte kept for hours.
+func (a *API) stream(r *http.Request, release func(), b *buildlog.Build, from uint64, follow bool,
+	emit func([]buildlog.Chunk) (bool, error), idle func() error) {
+	ctx, path := r.Context(), r.URL.Path
+	ended := func(err error) {
+		if err != nil {
+			a.streamEndedAt(ctx, path, err)
+		}
+		release()
+	}
+	if st := stateOf(r); follow && st != nil && st.detached {
+		id := b.ID
+		st.later = func(end func()) {
+			a.follow(ctx, id, from, emit, idle, func(err error) {
+				ended(err)
+				end()
+			})
+		}
 		return
 	}
-	a.log.Warn("stream ended early", "path", r.URL.Path, "err", err)
+	ended(a.readLog(ctx, b, from, follow, emit, idle))
+}
+
+func (a *API) streamEnded(r *http.Request, err error) {
+	a.streamEndedAt(r.Context(), r.URL.Path, err)
+}
+
+func (a *API) streamEndedAt(ctx context.Context, path string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	a.log.Warn("stream ended early", "path", path, "err", err)
 }

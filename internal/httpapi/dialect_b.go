@@ -53,17 +53,18 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 	if s == nil {
 		return err
 	}
-	defer release()
 	var frame []byte
+	ctx := r.Context() // the stream holds its context, not r (see stream)
+	bid := b.ID        // nor the build
 	// Every entry is a frame: B has no filter.
 	emit := func(chunks []buildlog.Chunk) (wrote bool, err error) {
 		if shareable(chunks) {
 			// Every follower of the build at this offset sends the same
 			// bytes: render them once.
-			k := frameKey{build: b.ID, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: frameB}
+			k := frameKey{build: bid, from: chunks[0].First, to: chunks[len(chunks)-1].End(), form: frameB}
 			out, err := a.frames.get(k, func() ([]byte, error) {
 				var out, frame []byte
-				err := a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+				err := a.framesB(ctx, bid, chunks, &frame, func(off uint64, data []byte) error {
 					out = appendSSE(out, off, "", data)
 					return nil
 				})
@@ -74,7 +75,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 			}
 			return true, s.writeShared(out)
 		}
-		err = a.framesB(r.Context(), b.ID, chunks, &frame, func(off uint64, data []byte) error {
+		err = a.framesB(ctx, bid, chunks, &frame, func(off uint64, data []byte) error {
 			s.sseFrame(off, "", data)
 			wrote = true
 			return s.maybeFlush()
@@ -84,9 +85,7 @@ func (a *API) buildEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		return wrote, s.flush()
 	}
-	if err := a.readLog(r.Context(), b, from, true, emit, s.sseKeepalive); err != nil {
-		a.streamEnded(r, err)
-	}
+	a.stream(r, release, b, from, true, emit, s.sseKeepalive)
 	return nil
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"buildlog"
+	"buildlog/internal/live"
 )
 
 // readPage is how many bytes of log one store read fetches; a replay of any
@@ -18,58 +20,152 @@ const readPage = 1 << 20
 // offset order, the first trimmed to start at from; emit reports whether it
 // wrote anything (a filter may drop every entry). Without follow it stops
 // at the log's end as of the call. With follow it then waits for commits
-// until it has emitted the terminal chunk, calling idle whenever a
-// keepalive interval has passed with nothing written: a filtered follower
-// of a busy build is as silent as an idle one, and a proxy cuts both. It returns nil when done or when the client or a drain ends it,
-// or when the key it was opened with has been revoked (checked about once
-// a keepalive interval, so a revocation on another server sharing the store
-// ends it too).
+// until it has emitted the terminal chunk (see follow), and returns nil
+// when done or when the client, a drain or the key's revocation ends it.
+func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follow bool,
+	emit func([]buildlog.Chunk) (wrote bool, err error), idle func() error) error {
+	if !follow {
+		return a.replay(ctx, b, from, emit, idle)
+	}
+	done := make(chan error, 1)
+	a.follow(ctx, b.ID, from, emit, idle, func(err error) { done <- err })
+	return <-done
+}
+
+// follow reads build id's log from offset from on as readLog does with
+// follow, and calls done once the stream is over. It returns as soon as
+// the stream has to wait: a follower that is waiting has no goroutine.
+// The first stretch runs on the caller's goroutine; each later one on a
+// goroutine of its own, started by whatever ends the wait (a commit, the
+// keepalive's timer, the client leaving, a drain) and gone when the
+// stream waits again. At thousands of followers a goroutine each, waiting
+// with the stack its deepest call had grown, was half the server's memory.
+//
+// It calls idle whenever a keepalive interval has passed with nothing
+// written: a filtered follower of a busy build is as silent as an idle
+// one, and a proxy cuts both. The key the stream was opened with is
+// checked about once a keepalive interval, so a revocation on another
+// server sharing the store ends it too.
 //
 // Following needs no hand-over between replay and live: the reader only
 // ever asks "what is at my offset?", of memory when memory holds it and of
 // the store otherwise, and it registers with the hub before its first read,
 // so a commit between a read and the wait still wakes it.
-func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follow bool,
-	emit func([]buildlog.Chunk) (wrote bool, err error), idle func() error) error {
-	pos := from
-	if !follow {
-		return a.replay(ctx, b, from, emit, idle)
-	}
+func (a *API) follow(ctx context.Context, id string, from uint64,
+	emit func([]buildlog.Chunk) (bool, error), idle func() error, done func(error)) {
+	now := time.Now()
+	fl := &follower{a: a, ctx: ctx, id: id, pos: from, emit: emit, idle: idle, done: done,
+		f: a.hub.Follow(id), checked: now, sent: now}
+	fl.stopCtx = context.AfterFunc(ctx, fl.kick)
+	fl.stopDrain = context.AfterFunc(a.drainCtx, fl.kick)
+	fl.run()
+}
 
-	f := a.hub.Follow(b.ID)
-	defer f.Close()
-	keepalive := time.NewTimer(a.cfg.Keepalive)
-	defer keepalive.Stop()
-	woken := false
-	checked := time.Now()
-	// ping is the keepalive; it is also the only key check of a stream
-	// that writes nothing. stop means the key has been revoked.
-	ping := func() (stop bool, err error) {
-		if a.revoked(ctx) {
-			return true, nil
-		}
-		checked = time.Now()
-		if err := idle(); err != nil {
-			return true, err
-		}
-		keepalive.Reset(a.cfg.Keepalive)
-		return false, nil
-	}
+// follower is one follow stream's state between its stretches of work.
+// Exactly one goroutine runs it at a time (state); what ends a wait calls
+// kick, which starts one unless one is running, and then that one looks
+// again before it stops (pending).
+type follower struct {
+	a    *API
+	ctx  context.Context
+	id   string
+	emit func([]buildlog.Chunk) (bool, error)
+	idle func() error
+	done func(error)
+	f    *live.Follower
+
+	stopCtx, stopDrain func() bool
+	timer              *time.Timer // the next keepalive; made at the first wait
+
+	// Only the running goroutine touches these.
+	pos     uint64
+	woken   bool      // a wake-up came and brought nothing yet
+	checked time.Time // the key's last check
+	sent    time.Time // the last write or keepalive
+
+	state   atomic.Int32 // followerRunning or followerWaiting
+	pending atomic.Bool  // kicked while running: look again before waiting
+	rang    atomic.Bool  // the hub's wake-up came
+}
+
+const (
+	followerRunning int32 = iota
+	followerWaiting
+)
+
+func (fl *follower) run() {
 	for {
-		wake := f.Wait()
+		if err, over := fl.step(); over {
+			fl.finish(err)
+			return
+		}
+		fl.state.Store(followerWaiting)
+		if !fl.pending.Swap(false) || !fl.state.CompareAndSwap(followerWaiting, followerRunning) {
+			return // nothing came since step looked, or another goroutine runs it now
+		}
+	}
+}
+
+// kick ends a wait: there may be something to do. It runs the stream on
+// the calling goroutine: timers and context.AfterFunc call it on one of
+// their own.
+func (fl *follower) kick() {
+	fl.pending.Store(true)
+	if fl.state.CompareAndSwap(followerWaiting, followerRunning) {
+		fl.run()
+	}
+}
+
+// onWake is the hub's call at a wake-up, made on the committer's
+// goroutine: the stream goes on from the API's run queue.
+func (fl *follower) onWake() {
+	fl.rang.Store(true)
+	fl.pending.Store(true)
+	if fl.state.CompareAndSwap(followerWaiting, followerRunning) {
+		fl.a.runq.push(fl)
+	}
+}
+
+func (fl *follower) finish(err error) {
+	fl.stopCtx()
+	fl.stopDrain()
+	if fl.timer != nil {
+		fl.timer.Stop()
+	}
+	fl.f.Close()
+	fl.done(err)
+}
+
+// step works until the stream is over (over true; err why, if it failed)
+// or has to wait, in which case it has asked for a kick at the next
+// commit and at the next keepalive.
+func (fl *follower) step() (err error, over bool) {
+	a := fl.a
+	for {
+		select {
+		case <-a.drain:
+			return nil, true
+		default:
+		}
+		if fl.ctx.Err() != nil {
+			return nil, true
+		}
+		if fl.rang.Swap(false) {
+			fl.woken = true
+		}
+		wake := fl.f.Wait()
 		// complete: what was read reaches the log's end as of wake, so
 		// after sending it the reader may wait on wake without asking
 		// again. Memory holds every commit published before wake was
 		// taken; a store read is complete under both of its bounds.
-		chunks, complete := f.Read(pos)
+		chunks, complete := fl.f.Read(fl.pos)
 		if !complete {
-			var err error
-			if chunks, err = a.reads.read(ctx, a.cfg.Store, b.ID, pos, wake); err != nil {
-				return err
+			if chunks, err = a.reads.read(fl.ctx, a.cfg.Store, fl.id, fl.pos, wake); err != nil {
+				return err, true
 			}
 			complete = len(chunks) < buildlog.MaxReadChunks && size(chunks) < readPage
 		}
-		if chunks = trim(chunks, pos, ^uint64(0)); len(chunks) > 0 {
+		if chunks = trim(chunks, fl.pos, ^uint64(0)); len(chunks) > 0 {
 			if a.cfg.Metrics != nil {
 				n := 0
 				for _, c := range chunks {
@@ -77,35 +173,31 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 				}
 				a.cfg.Metrics.FollowerLag(n)
 			}
-			wrote, err := emit(chunks)
+			wrote, err := fl.emit(chunks)
 			if err != nil {
-				return err
+				return err, true
 			}
 			// A busy stream never idles, so it checks its key here.
-			if time.Since(checked) >= a.cfg.Keepalive {
-				if a.revoked(ctx) {
-					return nil
+			if time.Since(fl.checked) >= a.cfg.Keepalive {
+				if a.revoked(fl.ctx) {
+					return nil, true
 				}
-				checked = time.Now()
+				fl.checked = time.Now()
 			}
 			last := chunks[len(chunks)-1]
 			if last.Terminal {
-				return nil
+				return nil, true
 			}
-			pos = last.End()
+			fl.pos = last.End()
 			if wrote {
-				keepalive.Reset(a.cfg.Keepalive)
+				fl.sent = time.Now()
 			}
-			woken = false
+			fl.woken = false
 			if !complete {
-				// Catching up through a long log the filter drops: the
-				// select below is not reached until the end.
-				select {
-				case <-keepalive.C:
-					if stop, err := ping(); stop {
-						return err
-					}
-				default:
+				// Catching up through a long log the filter drops: a
+				// keepalive may be due before the end.
+				if stop, err := fl.keepalive(); stop {
+					return err, true
 				}
 				continue
 			}
@@ -113,31 +205,52 @@ func (a *API) readLog(ctx context.Context, b *buildlog.Build, from uint64, follo
 			// returns at once. Asking the store "anything new?" after every
 			// send instead cost each follower a query per commit.
 		}
-		if woken {
+		if fl.woken {
 			// Woken with nothing at our offset: a reader who started past
 			// the end is still waiting; if the build has ended short of
 			// it, nothing will ever come.
-			cur, err := a.reads.status(ctx, a.cfg.Store, b.ID, wake)
+			cur, err := a.reads.status(fl.ctx, a.cfg.Store, fl.id, wake)
 			if err != nil {
-				return err
+				return err, true
 			}
-			if cur.Status.Terminal() && pos >= cur.NextOffset {
-				return nil
+			if cur.Status.Terminal() && fl.pos >= cur.NextOffset {
+				return nil, true
 			}
 		}
-		select {
-		case <-wake:
-			woken = true
-		case <-keepalive.C:
-			if stop, err := ping(); stop {
-				return err
-			}
-		case <-ctx.Done():
-			return nil
-		case <-a.drain:
-			return nil
+		if stop, err := fl.keepalive(); stop {
+			return err, true
 		}
+		if !fl.f.OnWake(wake, fl.onWake) {
+			fl.woken = true // a commit came since wake was taken
+			continue
+		}
+		next := time.Until(fl.sent.Add(a.cfg.Keepalive))
+		if fl.timer == nil {
+			fl.timer = time.AfterFunc(next, fl.kick)
+		} else {
+			fl.timer.Reset(next)
+		}
+		return nil, false
 	}
+}
+
+// keepalive sends one if an interval has passed with nothing written; it
+// is also the only key check of a stream that writes nothing. stop means
+// the stream is over: the key has been revoked (err nil), or the write
+// failed.
+func (fl *follower) keepalive() (stop bool, err error) {
+	if time.Since(fl.sent) < fl.a.cfg.Keepalive {
+		return false, nil
+	}
+	if fl.a.revoked(fl.ctx) {
+		return true, nil
+	}
+	fl.checked = time.Now()
+	if err := fl.idle(); err != nil {
+		return true, err
+	}
+	fl.sent = time.Now()
+	return false, nil
 }
 
 // replay emits the log from offset from up to the build's NextOffset as

@@ -44,32 +44,54 @@ type topic struct {
 	woke   time.Time // when wake was last closed
 	due    bool      // a wake-up is scheduled (commits gathered within coalesce)
 	wakes  int       // wake-ups so far (tests count them)
+	// waiters are the followers waiting without a goroutine (OnWake),
+	// called when wake closes.
+	waiters map[*Follower]func()
 }
 
 // wakeLocked wakes the followers now, or schedules it: see coalesce.
-// Called with t.mu held.
-func (t *topic) wakeLocked() {
+// Called with t.mu held; the caller calls what it returns, the waiters
+// to call back, once it has let go of t.mu.
+func (t *topic) wakeLocked() []func() {
 	if t.due {
-		return // the scheduled wake-up covers this commit too
+		return nil // the scheduled wake-up covers this commit too
 	}
 	if wait := coalesce - time.Since(t.woke); wait > 0 {
 		t.due = true
 		time.AfterFunc(wait, func() {
 			t.mu.Lock()
 			t.due = false
-			t.closeLocked()
+			calls := t.closeLocked()
 			t.mu.Unlock()
+			call(calls)
 		})
-		return
+		return nil
 	}
-	t.closeLocked()
+	return t.closeLocked()
 }
 
-func (t *topic) closeLocked() {
+func (t *topic) closeLocked() []func() {
 	close(t.wake)
 	t.wake = make(chan struct{})
 	t.woke = time.Now()
 	t.wakes++
+	if len(t.waiters) == 0 {
+		return nil
+	}
+	calls := make([]func(), 0, len(t.waiters))
+	for _, fn := range t.waiters {
+		calls = append(calls, fn)
+	}
+	clear(t.waiters)
+	return calls
+}
+
+// call makes the waiters' calls outside the build's lock, so that the
+// followers they start, reading and waiting again, do not queue on it.
+func call(calls []func()) {
+	for _, fn := range calls {
+		fn()
+	}
 }
 
 // New returns a hub keeping up to retain bytes per followed build
@@ -102,8 +124,36 @@ func (h *Hub) Follow(buildID string) *Follower {
 	return &Follower{hub: h, id: buildID, t: t}
 }
 
+// OnWake arranges for fn to be called once wake, a channel Wait
+// returned, closes: the way to wait without a goroutine. fn runs on the
+// committer's goroutine, so it must only hand off (queue work, say).
+// It reports false, calling nothing, when wake has closed already. A
+// later OnWake replaces an earlier one; StopWake cancels it.
+func (f *Follower) OnWake(wake <-chan struct{}, fn func()) bool {
+	t := f.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wake != t.wake {
+		return false
+	}
+	if t.waiters == nil {
+		t.waiters = make(map[*Follower]func())
+	}
+	t.waiters[f] = fn
+	return true
+}
+
+// StopWake cancels the follower's OnWake, if it has not been called.
+func (f *Follower) StopWake() {
+	t := f.t
+	t.mu.Lock()
+	delete(t.waiters, f)
+	t.mu.Unlock()
+}
+
 // Close unregisters the follower; a build nobody follows costs nothing.
 func (f *Follower) Close() {
+	f.StopWake()
 	h := f.hub
 	h.mu.Lock()
 	f.t.refs--
@@ -162,7 +212,6 @@ func (h *Hub) Publish(buildID string, c buildlog.Chunk) {
 		return
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	n := len(t.chunks)
 	switch {
 	case n > 0 && c.First == t.chunks[n-1].End():
@@ -179,7 +228,9 @@ func (h *Hub) Publish(buildID string, c buildlog.Chunk) {
 		t.chunks[0] = buildlog.Chunk{}
 		t.chunks = t.chunks[1:]
 	}
-	t.wakeLocked()
+	calls := t.wakeLocked()
+	t.mu.Unlock()
+	call(calls)
 }
 
 // Notify says the build changed elsewhere (another server committed). What
@@ -199,8 +250,9 @@ func (h *Hub) Notify(buildID string) {
 	for _, t := range ts {
 		t.mu.Lock()
 		t.chunks, t.size = nil, 0
-		t.wakeLocked()
+		calls := t.wakeLocked()
 		t.mu.Unlock()
+		call(calls)
 	}
 }
 

@@ -76,3 +76,44 @@ func TestNotifyGathered(t *testing.T) {
 		t.Fatal("a notice did not wake the follower")
 	}
 }
+
+// OnWake calls back at the wake-up it was given, once; not for a wake
+// channel that has closed already; not after StopWake or Close.
+func TestOnWake(t *testing.T) {
+	h := New(0)
+	f := h.Follow("b")
+	defer f.Close()
+	called := make(chan struct{}, 4)
+	w := f.Wait()
+	if !f.OnWake(w, func() { called <- struct{}{} }) {
+		t.Fatal("OnWake refused a current wake channel")
+	}
+	h.Publish("b", chunk(0))
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnWake's fn was not called at the commit")
+	}
+	if f.OnWake(w, func() { called <- struct{}{} }) {
+		t.Fatal("OnWake accepted a wake channel that has closed")
+	}
+	// Stopped, then closed: a commit calls neither.
+	w = f.Wait()
+	f.OnWake(w, func() { called <- struct{}{} })
+	f.StopWake()
+	g := h.Follow("b")
+	g.OnWake(g.Wait(), func() { called <- struct{}{} })
+	g.Close()
+	w = f.Wait()
+	h.Publish("b", chunk(1))
+	select {
+	case <-w:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wake-up")
+	}
+	select {
+	case <-called:
+		t.Fatal("a stopped or closed follower was called")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
