@@ -25,16 +25,53 @@ import (
 // servers the committing server wakes its followers twice per commit (its
 // own notice, then the database's), and the second wake-up brings nothing;
 // followers woken together share one Store.Build.
+//
+// A finished call stays shareable for as long as its wake channel is the
+// followers' (later followers of the same wake-up, run one after another
+// from the run queue, ask after it has finished): answers are kept, the
+// newest first, up to keptBytes of log and keptCalls calls; a call whose
+// wake channel has closed matches no one again and ages out.
 type readGroup struct {
 	mu       sync.Mutex
 	calls    map[readKey]*readCall
 	statuses map[readKey]*statusCall
+	kept     []readKey // finished calls in calls and statuses, oldest first
+	bytes    int       // log bytes of the finished reads kept
+}
+
+const (
+	keptBytes = 4 << 20
+	keptCalls = 1024
+)
+
+// keep notes a finished call under k (bytes of log for a read), and lets
+// the oldest go past the bounds. g.mu is held.
+func (g *readGroup) keep(k readKey, bytes int) {
+	g.kept = append(g.kept, k)
+	g.bytes += bytes
+	for len(g.kept) > 0 && (g.bytes > keptBytes || len(g.kept) > keptCalls) {
+		old := g.kept[0]
+		g.kept[0] = readKey{}
+		g.kept = g.kept[1:]
+		if old.status {
+			delete(g.statuses, old)
+			continue
+		}
+		if c := g.calls[old]; c != nil {
+			g.bytes -= size(c.chunks)
+			delete(g.calls, old)
+		}
+	}
+	if len(g.kept) == 0 {
+		g.kept = nil
+	}
 }
 
 type readKey struct {
-	build string
-	from  uint64
-	wake  <-chan struct{}
+	build  string
+	from   uint64
+	wake   <-chan struct{}
+	status bool
 }
 
 type readCall struct {
@@ -53,7 +90,7 @@ type statusCall struct {
 // follower holding wake. The slice is the caller's own (callers trim it in
 // place); the bytes are shared and never written.
 func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, from uint64, wake <-chan struct{}) ([]buildlog.Chunk, error) {
-	k := readKey{build, from, wake}
+	k := readKey{build: build, from: from, wake: wake}
 	g.mu.Lock()
 	if c := g.calls[k]; c != nil {
 		g.mu.Unlock()
@@ -78,7 +115,11 @@ func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, f
 
 	c.chunks, c.err = st.ReadLog(ctx, build, from, readPage)
 	g.mu.Lock()
-	delete(g.calls, k)
+	if c.err != nil {
+		delete(g.calls, k)
+	} else {
+		g.keep(k, size(c.chunks))
+	}
 	g.mu.Unlock()
 	close(c.done)
 	return slices.Clone(c.chunks), c.err
@@ -87,7 +128,7 @@ func (g *readGroup) read(ctx context.Context, st buildlog.Store, build string, f
 // status returns the store's record of build for a follower holding wake.
 // The record is shared: callers only read it.
 func (g *readGroup) status(ctx context.Context, st buildlog.Store, build string, wake <-chan struct{}) (*buildlog.Build, error) {
-	k := readKey{build: build, wake: wake}
+	k := readKey{build: build, wake: wake, status: true}
 	g.mu.Lock()
 	if c := g.statuses[k]; c != nil {
 		g.mu.Unlock()
@@ -110,7 +151,11 @@ func (g *readGroup) status(ctx context.Context, st buildlog.Store, build string,
 
 	c.build, c.err = st.Build(ctx, build)
 	g.mu.Lock()
-	delete(g.statuses, k)
+	if c.err != nil {
+		delete(g.statuses, k)
+	} else {
+		g.keep(k, 0)
+	}
 	g.mu.Unlock()
 	close(c.done)
 	return c.build, c.err
