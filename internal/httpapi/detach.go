@@ -16,17 +16,18 @@ import (
 // serving goroutine's stack, grown by everything the request did before it
 // began to wait. Measured at 2,000 followers that was most of the ~42 KiB
 // of server memory each cost. So a follow stream takes its connection over
-// (Hijack) before its handler runs, serves the whole request on a fresh
-// goroutine through a small ResponseWriter of its own, and lets net/http's
-// goroutine return and drop its buffers.
+// (Hijack) before its handler runs and serves the request through a small
+// ResponseWriter of its own; the handler hands its stream to API.follow,
+// which has no goroutine while it waits, and returns, and so does
+// net/http's goroutine, dropping its buffers.
 //
 // What net/http did for those connections is done here: the response is
 // framed (Content-Length when it ends before any flush, chunked after),
 // every response says Connection: close because nothing reads the
 // connection for a next request, a client that hangs up cancels the
-// request's context (see hangups; elsewhere a one-byte read), write deadlines go
-// to the connection, and API.Wait lets a shutdown wait for these streams
-// as Server.Shutdown waits for its own.
+// request's context (see hangups; elsewhere a one-byte read), write
+// deadlines go to the connection, and API.Wait lets a shutdown wait for
+// these streams as Server.Shutdown waits for its own.
 
 // detachable reports whether r is a stream worth taking over: a GET that
 // follows, on HTTP/1.x (an HTTP/2 stream cannot be hijacked, and costs far
