@@ -80,11 +80,11 @@ type API struct {
 	pageKey  []byte // HMAC key for dialect C page tokens
 	mux      *http.ServeMux
 
-	drain     chan struct{}   // closed when streams should end
-	drainCtx  context.Context // done when drain closes, for waiting followers (follow)
-	drainDone context.CancelFunc
-	drainOnce sync.Once
-	runq      runQueue // followers a commit woke (follow)
+	// drained is done once streams should end (Drain): waiting followers
+	// hear of it through context.AfterFunc (follow).
+	drained context.Context
+	drain   context.CancelFunc
+	runq    runQueue // followers a commit woke (follow)
 
 	streamsMu   sync.Mutex
 	streams     map[string]int // open streams by key id
@@ -135,7 +135,6 @@ func New(cfg Config) *API {
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		cache:   newAppendCache(),
-		drain:   make(chan struct{}),
 		streams: make(map[string]int),
 		byKey:   make(map[string]map[*reqState]struct{}),
 	}
@@ -149,7 +148,7 @@ func New(cfg Config) *API {
 	if cfg.AdminKey != "" {
 		a.adminKey = buildlog.HashKey(cfg.AdminKey)
 	}
-	a.drainCtx, a.drainDone = context.WithCancel(context.Background())
+	a.drained, a.drain = context.WithCancel(context.Background())
 	a.tokenKey = derive(cfg.Secret, "stream-token")
 	a.pageKey = derive(cfg.Secret, "page-token")
 	a.routes()
@@ -168,12 +167,7 @@ func (a *API) Store() buildlog.Store { return a.store }
 
 // Drain ends every open stream cleanly, so clients reconnect (elsewhere or
 // after a restart) with Last-Event-ID. Requests in flight finish normally.
-func (a *API) Drain() {
-	a.drainOnce.Do(func() {
-		close(a.drain)
-		a.drainDone()
-	})
-}
+func (a *API) Drain() { a.drain() }
 
 // handlerFunc is a handler that reports failure by returning an error.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error

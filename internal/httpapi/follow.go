@@ -57,7 +57,7 @@ func (a *API) follow(ctx context.Context, id string, from uint64,
 	fl := &follower{a: a, ctx: ctx, id: id, pos: from, emit: emit, idle: idle, done: done,
 		f: a.hub.Follow(id), checked: now, sent: now}
 	fl.stopCtx = context.AfterFunc(ctx, fl.kick)
-	fl.stopDrain = context.AfterFunc(a.drainCtx, fl.kick)
+	fl.stopDrain = context.AfterFunc(a.drained, fl.kick)
 	fl.run()
 }
 
@@ -142,12 +142,7 @@ func (fl *follower) finish(err error) {
 func (fl *follower) step() (err error, over bool) {
 	a := fl.a
 	for {
-		select {
-		case <-a.drain:
-			return nil, true
-		default:
-		}
-		if fl.ctx.Err() != nil {
+		if fl.ctx.Err() != nil || a.drained.Err() != nil {
 			return nil, true
 		}
 		if fl.rang.Swap(false) {
