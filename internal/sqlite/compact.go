@@ -24,9 +24,28 @@ func (s *Store) Compact(ctx context.Context, target int) (int, error) {
 	return n, wrap("compact", err)
 }
 
-// compactLog is the store's side of segment.Log: reads on the read pool,
-// the swap through the writer.
+// compactLog is the store's side of segment.Log. The chunks it reads are
+// read on the writer's connection, in the writer's turn (inWriter), and
+// the swap is the writer's too.
+//
+// On a read connection every read after a commit starts from an empty
+// page cache (SQLite drops a connection's whole cache when another has
+// written), and a build's chunks lie on as many pages as it has chunks,
+// interleaved with every other build that appended beside it: with 256
+// builds appending, reading one finished build's chunks there cost more
+// than all its appends had (BenchmarkCompactFleet, docs/PERFORMANCE.md).
+// The writer's own cache still holds those pages.
 type compactLog struct{ s *Store }
+
+// inWriter runs fn in the writer's turn, alone, as a transaction that
+// changes nothing (so it forgets no build state and commits no frames).
+func (l compactLog) inWriter(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{compact: true, bulk: fn}})
+}
+
+// piecesPerRead bounds the chunks one of Pieces' reads lists, so that a
+// build of many chunks does not hold the writer for long.
+const piecesPerRead = 1024
 
 func (l compactLog) Finished(ctx context.Context, limit int) ([]string, error) {
 	rows, err := l.s.r.QueryContext(ctx, `SELECT id FROM builds WHERE finished_at IS NOT NULL AND compacted = 0
@@ -51,47 +70,59 @@ func collect(rows *sql.Rows) ([]string, error) {
 }
 
 func (l compactLog) Pieces(ctx context.Context, id string) ([]segment.Piece, error) {
-	rows, err := l.s.r.QueryContext(ctx, `SELECT first_offset, count, coalesce(size, length(data)), codec FROM chunks
-		WHERE build_id = ? ORDER BY first_offset`, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
 	var out []segment.Piece
-	for rows.Next() {
-		var first, count, size, codec int64
-		if err := rows.Scan(&first, &count, &size, &codec); err != nil {
-			return nil, err
+	for from := int64(0); ; {
+		n := 0
+		err := l.inWriter(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, `SELECT first_offset, count, coalesce(size, length(data)), codec FROM chunks
+				WHERE build_id = ? AND first_offset >= ? ORDER BY first_offset LIMIT ?`, id, from, piecesPerRead)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var first, count, size, codec int64
+				if err := rows.Scan(&first, &count, &size, &codec); err != nil {
+					return err
+				}
+				out = append(out, segment.Piece{First: uint64(first), Count: int(count), Size: int(size), Codec: int(codec)})
+				from, n = first+1, n+1
+			}
+			return rows.Err()
+		})
+		if err != nil || n < piecesPerRead {
+			return out, err
 		}
-		out = append(out, segment.Piece{First: uint64(first), Count: int(count), Size: int(size), Codec: int(codec)})
 	}
-	return out, rows.Err()
 }
 
+// Raw's range is one planned segment, about segment.Target bytes.
 func (l compactLog) Raw(ctx context.Context, id string, first, end uint64, fn func(segment.Chunk)) error {
-	rows, err := l.s.r.QueryContext(ctx, `SELECT first_offset, count, terminal, hash, data FROM chunks
-		WHERE build_id = ? AND first_offset >= ? AND first_offset < ? AND codec = 0 ORDER BY first_offset`,
-		id, int64(first), int64(end))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			off, count, terminal int64
-			hash, data           []byte
-		)
-		if err := rows.Scan(&off, &count, &terminal, &hash, &data); err != nil {
+	return l.inWriter(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT first_offset, count, terminal, hash, data FROM chunks
+			WHERE build_id = ? AND first_offset >= ? AND first_offset < ? AND codec = 0 ORDER BY first_offset`,
+			id, int64(first), int64(end))
+		if err != nil {
 			return err
 		}
-		fn(segment.Chunk{First: uint64(off), Count: int(count), Terminal: terminal != 0, Hash: hash, Data: data})
-	}
-	return rows.Err()
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				off, count, terminal int64
+				hash, data           []byte
+			)
+			if err := rows.Scan(&off, &count, &terminal, &hash, &data); err != nil {
+				return err
+			}
+			fn(segment.Chunk{First: uint64(off), Count: int(count), Terminal: terminal != 0, Hash: hash, Data: data})
+		}
+		return rows.Err()
+	})
 }
 
 // Swap runs as one bulk transaction of the writer, alone in its group.
 func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []segment.Written) error {
-	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{compact: true, bulk: func(ctx context.Context, tx *sql.Tx) error {
+	return l.inWriter(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, seg := range segs {
 			var n, count int64
 			if err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(count), 0) FROM chunks
@@ -127,5 +158,5 @@ func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []s
 			}
 		}
 		return nil
-	}}})
+	})
 }

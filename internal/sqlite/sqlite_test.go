@@ -14,9 +14,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"buildlog"
 	"buildlog/internal/storetest"
@@ -507,4 +509,50 @@ func BenchmarkFleetAppend(b *testing.B) {
 	g1, r1 := s.GroupStats()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 	b.ReportMetric(float64(r1-r0)/float64(max(g1-g0, 1)), "appends/group")
+}
+
+// BenchmarkCompactFleet compacts 256 finished builds whose 10-entry
+// appends were interleaved the way a fleet writes them, so that each
+// build's chunks are spread over pages it shares with the others.
+func BenchmarkCompactFleet(b *testing.B) {
+	s := openTest(b, b.TempDir())
+	ctx := context.Background()
+	const builds, appends = 256, 200
+	batch := benchBatch(10)
+	round := 0
+	var appending time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		round++
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := range builds {
+			id := fmt.Sprintf("fleet-%d-%d", round, i)
+			if err := s.CreateBuild(ctx, storetest.NewBuild(id, storetest.At(0))); err != nil {
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range appends {
+					if _, err := s.Append(ctx, id, batch, storetest.At(1)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				if _, _, err := s.Finish(ctx, id, &buildlog.Finish{Status: buildlog.StatusReady}, storetest.At(2)); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		appending += time.Since(start)
+		b.StartTimer()
+		n, err := s.Compact(ctx, 0)
+		if err != nil || n != builds {
+			b.Fatalf("Compact = %d, %v; want %d", n, err, builds)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*builds*appends), "µs/chunk")
+	b.ReportMetric(float64(appending.Microseconds())/float64(b.N*builds*appends), "append-µs/chunk")
 }
