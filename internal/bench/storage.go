@@ -91,11 +91,22 @@ type storageDB interface {
 
 type sqliteDB struct{ db *sql.DB }
 
+// compacted counts the builds compacted whose compaction's leftover raw
+// chunks are gone too (a server with the leftovers table deletes them
+// once its compactor has caught up; an older one has no such table).
 func (s sqliteDB) compacted(ctx context.Context, ids []string) (int, error) {
+	var leftovers int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'leftovers'`).Scan(&leftovers); err != nil {
+		return 0, err
+	}
+	q := `SELECT compacted FROM builds WHERE id = ?1`
+	if leftovers > 0 {
+		q = `SELECT compacted AND NOT EXISTS (SELECT 1 FROM leftovers WHERE build_id = ?1) FROM builds WHERE id = ?1`
+	}
 	n := 0
 	for _, id := range ids {
 		var c int
-		if err := s.db.QueryRowContext(ctx, `SELECT compacted FROM builds WHERE id = ?`, id).Scan(&c); err != nil {
+		if err := s.db.QueryRowContext(ctx, q, id).Scan(&c); err != nil {
 			return 0, err
 		}
 		n += c

@@ -24,6 +24,14 @@ type Log interface {
 	Swap(ctx context.Context, id string, finished bool, segs []Written) error
 }
 
+// A Collector is a Log whose swaps leave work for later: the SQLite store
+// leaves the raw chunks a segment replaced in place and deletes them in
+// Collect, many builds' at once. Background calls it whenever it has
+// caught up, and All before it returns.
+type Collector interface {
+	Collect(ctx context.Context) error
+}
+
 // A Chunk is one stored raw chunk as compaction reads it.
 type Chunk struct {
 	First    uint64
@@ -102,8 +110,11 @@ func (b *Background) All(ctx context.Context, l Log, target int) (int, error) {
 	for {
 		n, err := b.Pass(ctx, l, target, 64)
 		total += n
-		if err != nil || n == 0 {
+		if err != nil {
 			return total, err
+		}
+		if n == 0 {
+			return total, collect(ctx, l)
 		}
 	}
 }
@@ -161,4 +172,12 @@ func read(ctx context.Context, l Log, id string, pieces []Piece) (Written, error
 	seg.Size = len(raw)
 	seg.Data = Compress(raw)
 	return seg, nil
+}
+
+// collect runs l's Collect, if it has one.
+func collect(ctx context.Context, l Log) error {
+	if c, ok := l.(Collector); ok {
+		return c.Collect(ctx)
+	}
+	return nil
 }

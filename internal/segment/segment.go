@@ -194,6 +194,12 @@ func (b *Background) compacted(id string) {
 	delete(b.raw, id)
 }
 
+// collectEvery is how many background passes in a row that did work may
+// run before their leftovers are collected anyway (see Collector):
+// collecting many builds' together is what makes it cheap, and this
+// bounds how much waits.
+const collectEvery = 32
+
 // passLimit bounds the finished builds one background pass compacts; a
 // pass that did work is followed by another at once, so a backlog is
 // still worked off without waiting for the interval.
@@ -218,9 +224,19 @@ func (b *Background) Start(interval time.Duration, l Log) {
 			// The first pass runs at once: a server restarted after a
 			// crash goes on with the compaction it had under way rather
 			// than an interval later.
-			for ctx.Err() == nil {
+			for passes := 1; ctx.Err() == nil; passes++ {
 				n, err := b.Pass(ctx, l, Target, passLimit)
-				if err != nil || n == 0 {
+				if err != nil {
+					break
+				}
+				// What the passes left for later goes once they have
+				// caught up, all of it together, or every collectEvery
+				// passes if they do not. An error is left to the next
+				// time.
+				if n == 0 || passes%collectEvery == 0 {
+					collect(ctx, l)
+				}
+				if n == 0 {
 					break
 				}
 			}

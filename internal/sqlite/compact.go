@@ -69,8 +69,11 @@ func collect(rows *sql.Rows) ([]string, error) {
 	return ids, rows.Err()
 }
 
+// Pieces leaves out the raw chunks a segment covers (leftovers, see
+// Swap), which are not the log's pieces any more.
 func (l compactLog) Pieces(ctx context.Context, id string) ([]segment.Piece, error) {
 	var out []segment.Piece
+	covered := int64(0) // the offset after the last piece listed
 	for from := int64(0); ; {
 		n := 0
 		err := l.inWriter(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -85,8 +88,12 @@ func (l compactLog) Pieces(ctx context.Context, id string) ([]segment.Piece, err
 				if err := rows.Scan(&first, &count, &size, &codec); err != nil {
 					return err
 				}
-				out = append(out, segment.Piece{First: uint64(first), Count: int(count), Size: int(size), Codec: int(codec)})
 				from, n = first+1, n+1
+				if first < covered {
+					continue
+				}
+				out = append(out, segment.Piece{First: uint64(first), Count: int(count), Size: int(size), Codec: int(codec)})
+				covered = first + count
 			}
 			return rows.Err()
 		})
@@ -133,9 +140,21 @@ func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []s
 			if int(n) != seg.Pieces || count != seg.Count {
 				return segment.ErrStale
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE build_id = ? AND first_offset >= ? AND first_offset < ?`,
-				id, int64(seg.First), int64(seg.End)); err != nil {
+			// Only the chunk whose offset the segment takes goes now. The
+			// rest hold the very lines the segment holds, so a reader that
+			// meets one still reads the log right, and readers skip those
+			// a segment before them covers. Deleting them one build at a
+			// time rewrote every page a build shares with the builds that
+			// appended beside it; Collect deletes many builds' at once.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE build_id = ? AND first_offset = ?`,
+				id, int64(seg.First)); err != nil {
 				return err
+			}
+			if seg.Pieces > 1 {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO leftovers (build_id, first_offset, end_offset) VALUES (?, ?, ?)`,
+					id, int64(seg.First), int64(seg.End)); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO chunks (build_id, first_offset, count, terminal, data, codec, size)
 				VALUES (?, ?, ?, ?, ?, ?, ?)`, id, int64(seg.First), seg.Count, b2i(seg.Terminal), seg.Data, segment.Zstd, seg.Size); err != nil {
@@ -152,11 +171,43 @@ func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []s
 			// Also how a store from before compaction learns its finished
 			// builds' kept bytes.
 			if _, err := tx.ExecContext(ctx, `UPDATE builds SET compacted = 1,
-				kept_bytes = (SELECT coalesce(sum(coalesce(size, length(data))), 0) FROM chunks WHERE build_id = ?1)
+				kept_bytes = (SELECT coalesce(sum(coalesce(size, length(data))), 0) FROM chunks c WHERE build_id = ?1
+					AND NOT EXISTS (SELECT 1 FROM leftovers l WHERE l.build_id = ?1
+						AND c.first_offset > l.first_offset AND c.first_offset < l.end_offset))
 				WHERE id = ?1`, id); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// collectPerTurn bounds the leftovers one writer turn deletes: in the
+// worst case (no two on a page) that is as many 16 KiB pages rewritten.
+const collectPerTurn = 1024
+
+// Collect deletes the leftovers of every swap so far (see Swap), in rowid
+// order, collectPerTurn at a time, each turn the writer's; then, once none
+// is left, their ranges.
+func (l compactLog) Collect(ctx context.Context) error {
+	for {
+		var n int64
+		err := l.inWriter(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE rowid IN (
+				SELECT c.rowid FROM leftovers l JOIN chunks c ON c.build_id = l.build_id
+					AND c.first_offset > l.first_offset AND c.first_offset < l.end_offset AND c.codec = 0
+				ORDER BY c.rowid LIMIT ?)`, collectPerTurn)
+			if err != nil {
+				return err
+			}
+			if n, err = res.RowsAffected(); err != nil || n > 0 {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `DELETE FROM leftovers`)
+			return err
+		})
+		if err != nil || n == 0 {
+			return err
+		}
+	}
 }

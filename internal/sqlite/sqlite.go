@@ -269,6 +269,8 @@ func (s *Store) prepare(ctx context.Context) error {
 				b.template_id, b.omitted_from, b.omitted_to, b.omitted_entries, b.omitted_bytes, b.omitted_ts
 			FROM builds b, chunks c
 			WHERE b.id = ?1 AND c.build_id = ?1 AND c.first_offset >= coalesce(
+				(SELECT first_offset FROM leftovers WHERE build_id = ?1 AND first_offset <= ?2 AND end_offset > ?2
+					ORDER BY first_offset DESC LIMIT 1),
 				(SELECT max(first_offset) FROM chunks WHERE build_id = ?1 AND first_offset <= ?2), 0)
 			ORDER BY c.first_offset`},
 		{s.r, &s.build, `SELECT ` + buildCols + ` FROM builds WHERE id = ?`},

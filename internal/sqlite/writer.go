@@ -489,6 +489,9 @@ func (g *groupTx) drop(id string, st *buildState) error {
 				rows.Close()
 				return err
 			}
+			if first < start {
+				continue // a compaction's leftover (see compactLog.Swap)
+			}
 			held, start = held+size, first+count
 		}
 		rows.Close()
@@ -503,13 +506,16 @@ func (g *groupTx) drop(id string, st *buildState) error {
 		return err
 	}
 	var pieces []piece
-	for rows.Next() {
+	for covered := start; rows.Next(); {
 		var p piece
 		if err := rows.Scan(&p.first, &p.count, &p.size, &p.codec); err != nil {
 			rows.Close()
 			return err
 		}
-		pieces = append(pieces, p)
+		if p.first < covered {
+			continue // a compaction's leftover
+		}
+		pieces, covered = append(pieces, p), p.first+p.count
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -546,6 +552,10 @@ func (g *groupTx) drop(id string, st *buildState) error {
 		return err
 	}
 	if _, err := g.tx.ExecContext(g.ctx, `DELETE FROM batch_hashes WHERE build_id = ?1 AND first_offset >= ?2 AND first_offset < ?3`,
+		id, start, end); err != nil {
+		return err
+	}
+	if _, err := g.tx.ExecContext(g.ctx, `DELETE FROM leftovers WHERE build_id = ?1 AND first_offset >= ?2 AND first_offset < ?3`,
 		id, start, end); err != nil {
 		return err
 	}
