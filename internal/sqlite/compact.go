@@ -37,8 +37,9 @@ func (s *Store) Compact(ctx context.Context, target int) (int, error) {
 // The writer's own cache still holds those pages.
 type compactLog struct{ s *Store }
 
-// inWriter runs fn in the writer's turn, alone, as a transaction that
-// changes nothing (so it forgets no build state and commits no frames).
+// inWriter runs fn in the writer's turn, alone, in a transaction of its
+// own. Compaction changes chunks only, never a build's row, so the writer
+// keeps its memory of build rows across it; a read commits no frames.
 func (l compactLog) inWriter(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{compact: true, bulk: fn}})
 }
