@@ -36,6 +36,17 @@ type Webhook struct {
 // Takes reports whether the hook subscribes to events of type typ.
 func (h *Webhook) Takes(typ string) bool { return slices.Contains(h.Events, typ) }
 
+// CreatedWebhook is a hook as its creation answers it, server and client
+// alike: the only time its signing secret is shown.
+type CreatedWebhook struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	Events    []string  `json:"events"`
+	Team      string    `json:"team"`
+	Secret    string    `json:"secret"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // NewWebhook is a create-webhook request as a client sends it.
 type NewWebhook struct {
 	URL    string   `json:"url"`

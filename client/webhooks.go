@@ -3,21 +3,13 @@ package client
 import (
 	"context"
 	"strconv"
-	"time"
 
 	"buildlog"
 )
 
 // NewWebhook is a hook just created: the only time its signing secret is
 // shown.
-type NewWebhook struct {
-	ID        string    `json:"id"`
-	URL       string    `json:"url"`
-	Events    []string  `json:"events"`
-	Team      string    `json:"team"`
-	Secret    string    `json:"secret"`
-	CreatedAt time.Time `json:"created_at"`
-}
+type NewWebhook = buildlog.CreatedWebhook
 
 // CreateWebhook subscribes url to events (nil for every event) of team's
 // builds; team "" means the key's own team (or, for an admin key,

@@ -363,6 +363,15 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, body)
 }
 
+// writeList answers 200 with {name: xs}: an empty list is [], never null,
+// so that clients need not tell the two apart.
+func writeList[T any](w http.ResponseWriter, name string, xs []T) {
+	if xs == nil {
+		xs = []T{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{name: xs})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	// Not HTML-escaped: no answer is HTML, and a message such as
 	// "missing Authorization: Bearer <key>" should read as written, not as

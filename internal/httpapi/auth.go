@@ -118,6 +118,31 @@ func (p *principal) teamFilter() string {
 	return p.team
 }
 
+// teamFor is the team a create request names (named, nil if it names
+// none) for the principal: only an admin key may name one, and an admin
+// key that names none creates in the default team.
+func (p *principal) teamFor(named *string) (string, error) {
+	switch {
+	case named != nil && !p.admin:
+		return "", buildlog.Errorf(buildlog.EForbidden, "team: only an admin key may name a team")
+	case named != nil:
+		return *named, nil
+	case p.admin:
+		return buildlog.DefaultTeam, nil
+	}
+	return p.team, nil
+}
+
+// readableBuild authenticates a read of the build id (a stream token for
+// it will do) and loads it, as every dialect's build-status route does.
+func (a *API) readableBuild(r *http.Request, id string) (*buildlog.Build, error) {
+	p, err := a.authenticate(r, buildlog.ScopeRead, id)
+	if err != nil {
+		return nil, err
+	}
+	return a.build(r, p, id)
+}
+
 // build loads a build the principal may see. Another team's build is
 // answered exactly as a missing one, so ids cannot be probed.
 func (a *API) build(r *http.Request, p *principal, id string) (*buildlog.Build, error) {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/base64"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -18,12 +19,7 @@ func buildJSON(b *buildlog.Build) *buildlog.Build {
 }
 
 func (a *API) getBuild(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("build_id")
-	p, err := a.authenticate(r, buildlog.ScopeRead, id)
-	if err != nil {
-		return err
-	}
-	b, err := a.build(r, p, id)
+	b, err := a.readableBuild(r, r.PathValue("build_id"))
 	if err != nil {
 		return err
 	}
@@ -31,10 +27,24 @@ func (a *API) getBuild(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// The paged listings (builds, a hook's deliveries) take a limit of 1 to
+// maxListLimit, defaultListLimit when none is given.
 const (
 	defaultListLimit = 50
 	maxListLimit     = 1000
 )
+
+// listLimit is a paged listing's limit query parameter.
+func listLimit(q url.Values) (int, error) {
+	if !q.Has("limit") {
+		return defaultListLimit, nil
+	}
+	n, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || n < 1 || n > maxListLimit {
+		return 0, buildlog.Errorf(buildlog.EInvalid, "limit: want an integer from 1 to %d", maxListLimit)
+	}
+	return n, nil
+}
 
 func (a *API) listBuilds(w http.ResponseWriter, r *http.Request) error {
 	p, err := a.authenticate(r, buildlog.ScopeRead, "")
@@ -42,19 +52,15 @@ func (a *API) listBuilds(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	f := buildlog.BuildFilter{Team: p.teamFilter(), TemplateID: q.Get("template_id"), Limit: defaultListLimit}
+	f := buildlog.BuildFilter{Team: p.teamFilter(), TemplateID: q.Get("template_id")}
 	if s := q.Get("status"); s != "" {
 		f.Status = buildlog.Status(s)
 		if !f.Status.Valid() {
 			return buildlog.Errorf(buildlog.EInvalid, "status: want one of queued, building, ready, failed, cancelled, timeout")
 		}
 	}
-	if q.Has("limit") {
-		n, err := strconv.Atoi(q.Get("limit"))
-		if err != nil || n < 1 || n > maxListLimit {
-			return buildlog.Errorf(buildlog.EInvalid, "limit: want an integer from 1 to %d", maxListLimit)
-		}
-		f.Limit = n
+	if f.Limit, err = listLimit(q); err != nil {
+		return err
 	}
 	if c := q.Get("cursor"); c != "" {
 		cur, ok := parseListCursor(c)

@@ -160,12 +160,7 @@ func utcPtr(t *time.Time) *time.Time {
 
 // pollBuild is dialect C's build status: GET /v1/builds/{buildId}.
 func (a *API) pollBuild(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("buildId")
-	p, err := a.authenticate(r, buildlog.ScopeRead, id)
-	if err != nil {
-		return err
-	}
-	b, err := a.build(r, p, id)
+	b, err := a.readableBuild(r, r.PathValue("buildId"))
 	if err != nil {
 		return err
 	}

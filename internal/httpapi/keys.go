@@ -54,10 +54,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ks == nil {
-		ks = []*buildlog.Key{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": ks})
+	writeList(w, "keys", ks)
 	return nil
 }
 

@@ -100,14 +100,9 @@ func (a *API) createBuild(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	team := p.team
-	if nb.Team != nil {
-		if !p.admin {
-			return buildlog.Errorf(buildlog.EForbidden, "team: only an admin key may name a team")
-		}
-		team = *nb.Team
-	} else if p.admin {
-		team = buildlog.DefaultTeam
+	team, err := p.teamFor(nb.Team)
+	if err != nil {
+		return err
 	}
 	id := newUUID()
 	if nb.BuildID != nil {

@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
-	"time"
 
 	"buildlog"
 	"buildlog/internal/webhook"
@@ -26,14 +24,9 @@ func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	team := p.team
-	if nw.Team != nil {
-		if !p.admin {
-			return buildlog.Errorf(buildlog.EForbidden, "team: only an admin key may name a team")
-		}
-		team = *nw.Team
-	} else if p.admin {
-		team = buildlog.DefaultTeam
+	team, err := p.teamFor(nw.Team)
+	if err != nil {
+		return err
 	}
 	if !a.cfg.WebhookAllowPrivate {
 		if err := webhook.CheckTarget(r.Context(), u); err != nil {
@@ -46,14 +39,9 @@ func (a *API) createWebhook(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// The secret is shown here once; deliveries are signed with it.
-	writeJSON(w, http.StatusCreated, struct {
-		ID        string    `json:"id"`
-		URL       string    `json:"url"`
-		Events    []string  `json:"events"`
-		Team      string    `json:"team"`
-		Secret    string    `json:"secret"`
-		CreatedAt time.Time `json:"created_at"`
-	}{h.ID, h.URL, h.Events, h.Team, secret, h.CreatedAt})
+	writeJSON(w, http.StatusCreated, &buildlog.CreatedWebhook{
+		ID: h.ID, URL: h.URL, Events: h.Events, Team: h.Team, Secret: secret, CreatedAt: h.CreatedAt,
+	})
 	return nil
 }
 
@@ -66,10 +54,7 @@ func (a *API) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if hs == nil {
-		hs = []*buildlog.Webhook{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"webhooks": hs})
+	writeList(w, "webhooks", hs)
 	return nil
 }
 
@@ -111,23 +96,14 @@ func (a *API) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-const (
-	defaultDeliveriesLimit = 50
-	maxDeliveriesLimit     = 1000
-)
-
 func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	p, err := a.authenticate(r, buildlog.ScopeWrite, "")
 	if err != nil {
 		return err
 	}
-	limit := defaultDeliveriesLimit
-	if q := r.URL.Query(); q.Has("limit") {
-		n, err := strconv.Atoi(q.Get("limit"))
-		if err != nil || n < 1 || n > maxDeliveriesLimit {
-			return buildlog.Errorf(buildlog.EInvalid, "limit: want an integer from 1 to %d", maxDeliveriesLimit)
-		}
-		limit = n
+	limit, err := listLimit(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	h, err := a.webhook(r, p, r.PathValue("id"))
 	if err != nil {
@@ -137,9 +113,6 @@ func (a *API) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ds == nil {
-		ds = []*buildlog.DeliveryAttempt{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"deliveries": ds})
+	writeList(w, "deliveries", ds)
 	return nil
 }
