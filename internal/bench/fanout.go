@@ -1,28 +1,15 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
-
-// followersPerKey spreads followers over read keys when the bench targets
-// a server it did not start, whose --max-streams-per-key it cannot set.
-const followersPerKey = 500
 
 // fanout: F followers of one build (dialect A, follow=true) while a
 // producer appends FanoutRate entries/s for FanoutDuration. Each entry
@@ -33,11 +20,7 @@ func (r *runner) fanout(ctx context.Context) error {
 	cfg := r.cfg
 	F := cfg.FanoutFollowers
 	// Served from this process, each follower costs it two sockets.
-	need := F
-	if cfg.URL == "" && len(cfg.ServeCommand) == 0 {
-		need = 2 * F
-	}
-	if err := checkFiles(F, need); err != nil {
+	if err := r.checkFiles(F, F, F); err != nil {
 		return err
 	}
 	srv := r.srv
@@ -72,13 +55,7 @@ func (r *runner) fanout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, k := range keys {
-			if k.id != "" {
-				c.deleteKey(context.WithoutCancel(ctx), k.id)
-			}
-		}
-	}()
+	defer revokeFollowerKeys(ctx, c, keys)
 
 	time.Sleep(500 * time.Millisecond) // let the server's heap settle
 	rss0, rssErr := rss()
@@ -89,58 +66,23 @@ func (r *runner) fanout(ctx context.Context) error {
 		runtime.ReadMemStats(&ms0)
 	}
 
-	// Connect the followers, a few at a time (a burst of thousands of
-	// dials overflows the listen backlog and measures SYN retries).
-	hc, closeIdle := followerClient()
-	defer closeIdle()
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var (
-		lat       hist
-		connected sync.WaitGroup
-		ended     sync.WaitGroup
-		entries   atomic.Int64 // entries delivered, over all followers
-		complete  atomic.Int64 // followers that got every entry and the end
-		fails     failures
+		entries  atomic.Int64 // entries delivered, over all followers
+		complete atomic.Int64 // followers that got every entry and the end
 	)
-	fail := fails.add
 	url := srv.URL + "/v1/templates/builds/" + id + "/logs?follow=true"
-	gate := make(chan struct{}, 32)
 	connectStart := time.Now()
-	connected.Add(F)
-	ended.Add(F)
-	for i := range F {
-		gate <- struct{}{}
-		go func() {
-			defer ended.Done()
-			f := follower{hc: hc, url: url, key: keys[i/followersPerKey%len(keys)].secret, lat: &lat}
-			body, err := f.connect(fctx)
-			<-gate
-			if err != nil {
-				fail(err)
-				connected.Done()
-				return
-			}
-			connected.Done()
-			defer body.Close()
-			n, err := f.read(body)
-			entries.Add(n)
-			if err != nil {
-				if fctx.Err() == nil {
-					fail(err)
-				}
-				return
-			}
+	cr, err := follow(ctx, F, func(int) string { return url }, keys, func(_ int, n int64, err error) {
+		entries.Add(n)
+		if err == nil {
 			complete.Add(1)
-		}()
+		}
+	})
+	if err != nil {
+		return err
 	}
-	// However this returns, no follower outlives it.
-	defer func() { cancel(); ended.Wait() }()
-	connected.Wait()
+	defer cr.stop()
 	connectTime := time.Since(connectStart)
-	if n, first := fails.get(); n > 0 {
-		return fmt.Errorf("%d of %d followers failed to connect: %v", n, F, first)
-	}
 	r.progress("fanout: %d followers connected in %.1fs", F, connectTime.Seconds())
 	time.Sleep(500 * time.Millisecond)
 	rssConnected, _ := rss()
@@ -208,14 +150,7 @@ produce:
 		return err
 	}
 	// Every follower's stream ends after the terminal entry.
-	done := make(chan struct{})
-	go func() { ended.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		cancel()
-		<-done
-	}
+	cr.wait(60 * time.Second)
 	serverCPU, serverOK := cpu.used()
 	benchCPU, benchOK := self.used()
 	want := int64(F) * int64(sent+1)
@@ -223,15 +158,15 @@ produce:
 		sent, entries.Load(), want, complete.Load(), F)
 
 	label := fmt.Sprintf("(F=%d, %d entries/s)", F, cfg.FanoutRate)
-	p99 := figure{scenario: "fan-out", name: "delivery p99 " + label, unit: latency, vals: []float64{lat.quantile(0.99).Seconds()},
+	p99 := figure{scenario: "fan-out", name: "delivery p99 " + label, unit: latency, vals: []float64{cr.lat.quantile(0.99).Seconds()},
 		target: "≤ 100 ms at 10,000 followers (not judged below)"}
 	if F >= 10000 {
 		p99.target, p99.check = "≤ 100 ms at 10,000 followers", atMost(0.100)
 	}
 	r.figs = append(r.figs,
-		figure{scenario: "fan-out", name: "delivery p50 " + label, unit: latency, vals: []float64{lat.quantile(0.50).Seconds()}},
+		figure{scenario: "fan-out", name: "delivery p50 " + label, unit: latency, vals: []float64{cr.lat.quantile(0.50).Seconds()}},
 		p99,
-		figure{scenario: "fan-out", name: "delivery max " + label, unit: latency, vals: []float64{lat.maxDuration().Seconds()}},
+		figure{scenario: "fan-out", name: "delivery max " + label, unit: latency, vals: []float64{cr.lat.maxDuration().Seconds()}},
 		figure{scenario: "fan-out", name: "producer rate achieved", unit: perSecond,
 			vals: []float64{float64(sent) / cfg.FanoutDuration.Seconds()}},
 		figure{scenario: "fan-out", name: "append p99 while fanning out", unit: latency, vals: []float64{appendLat.quantile(0.99).Seconds()}},
@@ -263,7 +198,7 @@ produce:
 				bytesPer.format(float64(rss0)), bytesPer.format(float64(rssPeak)), where)},
 		)
 	}
-	failed, first := fails.get()
+	failed, first := cr.fails.get()
 	if got := entries.Load(); got != want || failed > 0 {
 		return fmt.Errorf("%d of %d deliveries, %d of %d followers complete, %d failed (first: %v)",
 			got, want, complete.Load(), F, failed, first)
@@ -271,162 +206,6 @@ produce:
 	r.figs = append(r.figs, figure{scenario: "fan-out", name: "deliveries", text: fmt.Sprintf(
 		"all %s (%d followers × %d entries), in order, no gaps", thousands(want), F, sent+1)})
 	return nil
-}
-
-// followerClient is the HTTP client of many followers: a connection each,
-// never pooled, with small buffers, so the bench's own memory stays small
-// beside the server's.
-func followerClient() (*http.Client, func()) {
-	tr := &http.Transport{
-		DialContext:        (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-		ReadBufferSize:     4 << 10,
-		WriteBufferSize:    1 << 10,
-	}
-	return &http.Client{Transport: tr}, tr.CloseIdleConnections
-}
-
-// failures counts followers' errors and keeps the first.
-type failures struct {
-	mu    sync.Mutex
-	n     int
-	first error
-}
-
-func (f *failures) add(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		f.first = err
-	}
-	f.n++
-}
-
-func (f *failures) get() (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n, f.first
-}
-
-type followerKey struct{ id, secret string }
-
-// followerKeys returns the keys followers use: the server's own key when
-// the bench set its stream limit, else one read key per followersPerKey
-// followers (made with the admin key, revoked after), so a server's
-// default --max-streams-per-key does not refuse them.
-func (r *runner) followerKeys(ctx context.Context, c *client, srv *server, F int) ([]followerKey, error) {
-	if r.cfg.URL == "" {
-		return []followerKey{{secret: srv.Key}}, nil
-	}
-	var keys []followerKey
-	for i := 0; i < F; i += followersPerKey {
-		id, secret, err := c.createKey(ctx, fmt.Sprintf("bench-follower-%d", i/followersPerKey))
-		if err != nil {
-			if i == 0 {
-				r.progress("fanout: cannot make read keys (%v); all followers use --key", err)
-				return []followerKey{{secret: srv.Key}}, nil
-			}
-			return keys, err
-		}
-		keys = append(keys, followerKey{id, secret})
-	}
-	return keys, nil
-}
-
-// checkFiles fails early, with a clear message, when this process may not
-// open a socket per follower.
-func checkFiles(F, sockets int) error {
-	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
-		return nil
-	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return nil
-	}
-	if need := uint64(sockets) + 200; lim.Cur < need {
-		return fmt.Errorf("--followers %d needs %d open files here; the limit is %d (raise it with ulimit -n, or serve from a child process)", F, need, lim.Cur)
-	}
-	return nil
-}
-
-// follower is one reader of a live build.
-type follower struct {
-	hc  *http.Client
-	url string
-	key string
-	lat *hist
-}
-
-func (f *follower) connect(ctx context.Context) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", f.url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+f.key)
-	resp, err := f.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != 200 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		resp.Body.Close()
-		return nil, fmt.Errorf("follow: %s: %s", resp.Status, bytes.TrimSpace(msg))
-	}
-	return resp.Body, nil
-}
-
-var (
-	idPrefix   = []byte("id: ")
-	dataPrefix = []byte("data: ")
-	markBytes  = []byte(sentMark)
-)
-
-// read consumes the stream to its end, checking ids are 0, 1, 2, … and
-// recording each stamped entry's delay. It reads lines with a small
-// buffer rather than the full SSE parser: ten thousand followers share
-// two cores with the server being measured.
-func (f *follower) read(body io.Reader) (int64, error) {
-	br := bufio.NewReaderSize(body, 4<<10)
-	var n int64
-	var long []byte
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long[:0], line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				line, err = br.ReadSlice('\n')
-				long = append(long, line...)
-			}
-			line = long
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return n, nil
-			}
-			return n, err
-		}
-		switch {
-		case bytes.HasPrefix(line, idPrefix):
-			id, perr := strconv.ParseInt(string(bytes.TrimSpace(line[len(idPrefix):])), 10, 64)
-			if perr != nil || id != n {
-				return n, fmt.Errorf("follower got id %q, want %d", bytes.TrimSpace(line), n)
-			}
-			n++
-		case bytes.HasPrefix(line, dataPrefix):
-			now := time.Now()
-			if i := bytes.Index(line, markBytes); i >= 0 {
-				rest := line[i+len(markBytes):]
-				j := bytes.IndexByte(rest, ' ')
-				if j < 0 {
-					break
-				}
-				if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
-					f.lat.record(now.Sub(time.Unix(0, ns)))
-				}
-			}
-		}
-	}
 }
 
 // writeHeapProfile saves the heap with every follower connected.

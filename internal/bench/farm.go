@@ -19,11 +19,7 @@ func (r *runner) farm(ctx context.Context) error {
 	cfg := r.cfg
 	B, F := cfg.FarmBuilds, cfg.FarmFollowers
 	total := B * F
-	need := total + B
-	if cfg.URL == "" && len(cfg.ServeCommand) == 0 {
-		need *= 2
-	}
-	if err := checkFiles(total, need); err != nil {
+	if err := r.checkFiles(total, total+B, total+B); err != nil {
 		return err
 	}
 	srv := r.srv
@@ -49,57 +45,15 @@ func (r *runner) farm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, k := range keys {
-			if k.id != "" {
-				c.deleteKey(context.WithoutCancel(ctx), k.id)
-			}
-		}
-	}()
+	defer revokeFollowerKeys(ctx, c, keys)
 
-	hc, closeIdle := followerClient()
-	defer closeIdle()
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		lat       hist
-		connected sync.WaitGroup
-		ended     sync.WaitGroup
-		got       = make([]int64, total) // entries each follower received
-		fails     failures
-	)
-	fail := fails.add
-	gate := make(chan struct{}, 32)
-	connected.Add(total)
-	ended.Add(total)
-	for i := range total {
-		gate <- struct{}{}
-		go func() {
-			defer ended.Done()
-			url := srv.URL + "/v1/templates/builds/" + ids[i/F] + "/logs?follow=true"
-			f := follower{hc: hc, url: url, key: keys[i/followersPerKey%len(keys)].secret, lat: &lat}
-			body, err := f.connect(fctx)
-			<-gate
-			if err != nil {
-				fail(err)
-				connected.Done()
-				return
-			}
-			connected.Done()
-			defer body.Close()
-			n, err := f.read(body)
-			got[i] = n
-			if err != nil && fctx.Err() == nil {
-				fail(err)
-			}
-		}()
+	got := make([]int64, total) // entries each follower received
+	url := func(i int) string { return srv.URL + "/v1/templates/builds/" + ids[i/F] + "/logs?follow=true" }
+	cr, err := follow(ctx, total, url, keys, func(i int, n int64, _ error) { got[i] = n })
+	if err != nil {
+		return err
 	}
-	// However this returns, no follower outlives it.
-	defer func() { cancel(); ended.Wait() }()
-	connected.Wait()
-	if n, first := fails.get(); n > 0 {
-		return fmt.Errorf("%d of %d followers failed to connect: %v", n, total, first)
-	}
+	defer cr.stop()
 	r.progress("farm: %d builds × %d followers connected; appending %d × %d entries/s per build for %s",
 		B, F, cfg.FarmRate, cfg.FarmBatch, cfg.FarmDuration)
 	time.Sleep(500 * time.Millisecond)
@@ -169,14 +123,7 @@ func (r *runner) farm(ctx context.Context) error {
 		return err
 	}
 	finished = true
-	done := make(chan struct{})
-	go func() { ended.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		cancel()
-		<-done
-	}
+	cr.wait(60 * time.Second)
 	serverCPU, serverOK := cpu.used()
 	benchCPU, benchOK := self.used()
 
@@ -195,7 +142,7 @@ func (r *runner) farm(ctx context.Context) error {
 	shape := fmt.Sprintf("(%d builds × %d followers)", B, F)
 	// The targets of docs/PERFORMANCE.md are stated for the default shape.
 	judged := B == 256 && F == 4 && cfg.FarmRate == 10 && cfg.FarmBatch == 10
-	p99 := figure{scenario: "farm", name: "delivery p99 " + shape, unit: latency, vals: []float64{lat.quantile(0.99).Seconds()}, target: "≤ 50 ms"}
+	p99 := figure{scenario: "farm", name: "delivery p99 " + shape, unit: latency, vals: []float64{cr.lat.quantile(0.99).Seconds()}, target: "≤ 50 ms"}
 	if judged {
 		p99.check = atMost(0.050)
 	} else {
@@ -203,9 +150,9 @@ func (r *runner) farm(ctx context.Context) error {
 	}
 	offered := float64(B * cfg.FarmRate)
 	r.figs = append(r.figs,
-		figure{scenario: "farm", name: "delivery p50 " + shape, unit: latency, vals: []float64{lat.quantile(0.50).Seconds()}},
+		figure{scenario: "farm", name: "delivery p50 " + shape, unit: latency, vals: []float64{cr.lat.quantile(0.50).Seconds()}},
 		p99,
-		figure{scenario: "farm", name: "delivery max", unit: latency, vals: []float64{lat.maxDuration().Seconds()}},
+		figure{scenario: "farm", name: "delivery max", unit: latency, vals: []float64{cr.lat.maxDuration().Seconds()}},
 		figure{scenario: "farm", name: fmt.Sprintf("appends/s achieved (%d entries each)", cfg.FarmBatch), unit: perSecond,
 			vals: []float64{float64(appends.Load()) / appendTime.Seconds()}, target: "offered " + perSecond.format(offered)},
 		figure{scenario: "farm", name: "append p99", unit: latency, vals: []float64{appendLat.quantile(0.99).Seconds()}},
@@ -230,7 +177,7 @@ func (r *runner) farm(ctx context.Context) error {
 		r.figs = append(r.figs, figure{scenario: "farm", name: "bench CPU per delivered event (the load)", unit: cpuTime,
 			vals: []float64{benchCPU.Seconds() / float64(delivered)}})
 	}
-	failed, first := fails.get()
+	failed, first := cr.fails.get()
 	if delivered != want || failed > 0 {
 		return fmt.Errorf("%d of %d deliveries, %d of %d followers complete, %d failed (first: %v)",
 			delivered, want, complete, total, failed, first)

@@ -23,11 +23,7 @@ func (r *runner) fleet(ctx context.Context) error {
 	N, K := cfg.FleetBuilds, cfg.FleetBatch
 	// Each producer holds an HTTP connection and, during Redis rounds, a
 	// Redis one; served from this process, the server's side too.
-	need := 2 * N
-	if cfg.URL == "" && len(cfg.ServeCommand) == 0 {
-		need = 3 * N
-	}
-	if err := checkFiles(N, need); err != nil {
+	if err := r.checkFiles(N, 2*N, N); err != nil {
 		return fmt.Errorf("--builds %d: %w", N, err)
 	}
 	bin, why := findRedis(cfg.Redis)
