@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"buildlog"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 	"buildlog/internal/wire"
 )
@@ -195,27 +196,13 @@ func (s *Store) LatestBuild(ctx context.Context, team, namespace, name, version 
 // buildlog.Store. Other servers' writers are serialised with it by the
 // build's row lock.
 func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, now time.Time) (buildlog.AppendResult, error) {
-	if b.Len() == 0 {
-		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.EInvalid, "entries: a batch needs at least one entry")
-	}
-	r := &request{Op: &op{buildID: buildID, batch: b, now: now}, Entries: b.Len(), Bytes: b.Size()}
-	if err := s.q.Do(ctx, r); err != nil {
-		return buildlog.AppendResult{}, err
-	}
-	return r.Op.res, nil
+	return logwrite.Append(ctx, s.q, buildID, b, now)
 }
 
 // Finish appends f's terminal entry and sets the status, in a transaction
 // of the group-commit writer; see buildlog.Store.
 func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, now time.Time) (*buildlog.Build, buildlog.Chunk, error) {
-	if !f.Status.Terminal() {
-		return nil, buildlog.Chunk{}, buildlog.Errorf(buildlog.EInvalid, "status: want one of ready, failed, cancelled, timeout")
-	}
-	r := &request{Op: &op{buildID: buildID, fin: f, now: now}, Entries: 1}
-	if err := s.q.Do(ctx, r); err != nil {
-		return nil, buildlog.Chunk{}, err
-	}
-	return r.Op.build, r.Op.chunk, nil
+	return logwrite.Finish(ctx, s.q, buildID, f, now)
 }
 
 // wrap leaves *buildlog.Error values as they are and marks the rest as the
@@ -327,7 +314,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 	var n int64
 	// Through this server's writer, alone, so it is ordered with every
 	// append and finish the server makes and holds up no group.
-	r := &request{Alone: true, Op: &op{bulk: func(ctx context.Context, tx pgx.Tx) error {
+	r := &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM builds WHERE id IN (
 			SELECT id FROM builds WHERE finished_at < $1
 			ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, before, limitArg(limit))

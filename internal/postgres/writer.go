@@ -10,22 +10,17 @@ import (
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 	"buildlog/internal/wire"
 )
 
-// op is one write for this server's group-commit writer: an append
-// (batch), a finish (fin), or a bulk change in a transaction of its own.
-type op struct {
-	buildID string
-	now     time.Time
-	batch   *buildlog.Batch
-	fin     *buildlog.Finish
-	bulk    func(ctx context.Context, tx pgx.Tx) error
+// op is one write for this server's group-commit writer (see
+// logwrite.Op); a bulk change runs in a pgx.Tx.
+type op = logwrite.Op[pgx.Tx, opX]
 
-	res   buildlog.AppendResult
-	build *buildlog.Build
-	chunk buildlog.Chunk
+// opX is what the PostgreSQL writer adds to an op.
+type opX struct {
 	// retry is set on a retry whose offset was not next; it is answered
 	// from the stored hash once the group has read it.
 	retry bool
@@ -74,21 +69,21 @@ type chunkRow struct {
 func (s *Store) commit(reqs []*request) {
 	ctx, cancel := context.WithTimeout(s.bg, s.timeout)
 	defer cancel()
-	if len(reqs) == 1 && reqs[0].Op.bulk != nil {
-		reqs[0].Err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return reqs[0].Op.bulk(ctx, tx) })
+	if len(reqs) == 1 && reqs[0].Op.Bulk != nil {
+		reqs[0].Err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return reqs[0].Op.Bulk(ctx, tx) })
 		return
 	}
 	if err := s.commitGroup(ctx, reqs); err != nil {
 		err = wrap("append", err)
 		for _, r := range reqs {
 			r.Err = err
-			r.Op.res, r.Op.build, r.Op.chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
+			r.Op.Res, r.Op.Build, r.Op.Chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
 		}
 		return
 	}
 	for _, r := range reqs {
-		if r.Err == nil && r.Op.batch != nil {
-			s.compactor.Appended(r.Op.buildID, r.Op.batch.Size())
+		if r.Err == nil && r.Op.Batch != nil {
+			s.compactor.Appended(r.Op.BuildID, r.Op.Batch.Size())
 		}
 	}
 }
@@ -162,12 +157,12 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 	for _, r := range reqs {
 		o := r.Op
 		switch {
-		case o.batch != nil:
+		case o.Batch != nil:
 			r.Err = g.append(o)
-		case o.fin != nil:
+		case o.Fin != nil:
 			r.Err = g.finish(o)
 		}
-		if r.Err == nil && o.retry {
+		if r.Err == nil && o.X.retry {
 			retries = append(retries, r)
 		}
 	}
@@ -384,13 +379,13 @@ func groupIDs(reqs []*request) (ids, keys []string) {
 	seenKey := map[string]bool{}
 	for _, r := range reqs {
 		o := r.Op
-		if !seen[o.buildID] {
-			seen[o.buildID] = true
-			ids = append(ids, o.buildID)
+		if !seen[o.BuildID] {
+			seen[o.BuildID] = true
+			ids = append(ids, o.BuildID)
 		}
-		if o.batch != nil && o.batch.KeyID != "" && !seenKey[o.batch.KeyID] {
-			seenKey[o.batch.KeyID] = true
-			keys = append(keys, o.batch.KeyID)
+		if o.Batch != nil && o.Batch.KeyID != "" && !seenKey[o.Batch.KeyID] {
+			seenKey[o.Batch.KeyID] = true
+			keys = append(keys, o.Batch.KeyID)
 		}
 	}
 	sort.Strings(ids)
@@ -404,30 +399,30 @@ func groupIDs(reqs []*request) (ids, keys []string) {
 // queues its chunk. A retry whose offset is not next is marked for
 // answering from the stored hashes.
 func (g *groupState) append(o *op) error {
-	b := o.batch
-	bd := g.builds[o.buildID]
+	b := o.Batch
+	bd := g.builds[o.BuildID]
 	if bd == nil || (!b.Created.IsZero() && !bd.CreatedAt.Equal(b.Created)) {
-		return notFound(o.buildID)
+		return notFound(o.BuildID)
 	}
 	if b.KeyID != "" && !g.keys[b.KeyID] {
 		return buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
 	}
 	next := bd.NextOffset
-	switch err := buildlog.CheckAppend(o.buildID, bd.Status, next, b); {
+	switch err := buildlog.CheckAppend(o.BuildID, bd.Status, next, b); {
 	case errors.Is(err, buildlog.ErrMaybeRetry):
 		// Earlier in this group, or stored before (answerRetries).
-		if c, ok := g.inserted[chunkKey{o.buildID, *b.FirstOffset}]; ok {
-			o.res, err = buildlog.Replay(b, next, true, c.count, c.hash)
+		if c, ok := g.inserted[chunkKey{o.BuildID, *b.FirstOffset}]; ok {
+			o.Res, err = buildlog.Replay(b, next, true, c.count, c.hash)
 			return err
 		}
-		o.retry, o.next = true, next
+		o.X.retry, o.X.next = true, next
 		return nil
 	case err != nil:
 		return err
 	}
-	data := wire.EncodeBatch(b, o.buildID, bd.TemplateID, next)
-	g.add(chunkRow{build: o.buildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
-	now := o.now.UTC().Truncate(time.Microsecond)
+	data := wire.EncodeBatch(b, o.BuildID, bd.TemplateID, next)
+	g.add(chunkRow{build: o.BuildID, first: next, count: b.Len(), hash: nullBytes(b.Hash), data: data})
+	now := o.Now.UTC().Truncate(time.Microsecond)
 	started := bd.Status == buildlog.StatusQueued
 	if started {
 		bd.Status = buildlog.StatusBuilding
@@ -443,13 +438,13 @@ func (g *groupState) append(o *op) error {
 	bd.NextOffset += uint64(b.Len())
 	bd.EntryCount = bd.NextOffset
 	bd.KeptBytes += uint64(len(data))
-	g.changed[o.buildID] = true
+	g.changed[o.BuildID] = true
 	if started {
 		if err := g.event(bd, buildlog.EventBuildStarted, now); err != nil {
 			return err
 		}
 	}
-	o.res = buildlog.AppendResult{
+	o.Res = buildlog.AppendResult{
 		FirstOffset: next,
 		NextOffset:  bd.NextOffset,
 		Chunk:       buildlog.Chunk{First: next, Count: b.Len(), Data: data},
@@ -475,10 +470,10 @@ func (g *groupState) add(c chunkRow) {
 // finish queues o's terminal entry and sets the status on the build as the
 // group has moved it.
 func (g *groupState) finish(o *op) error {
-	f := o.fin
-	bd := g.builds[o.buildID]
+	f := o.Fin
+	bd := g.builds[o.BuildID]
 	if bd == nil {
-		return notFound(o.buildID)
+		return notFound(o.BuildID)
 	}
 	// Checked under the lock: the sweep picked this build as idle before
 	// the group took it, and an append (on any server) may have come in
@@ -486,19 +481,19 @@ func (g *groupState) finish(o *op) error {
 	if done, err := buildlog.CheckFinish(bd, f); done || err != nil {
 		if done {
 			out := *bd
-			o.build = &out
+			o.Build = &out
 		}
 		return err
 	}
-	now := o.now.UTC().Truncate(time.Microsecond)
+	now := o.Now.UTC().Truncate(time.Microsecond)
 	fin := *f
 	if fin.Timestamp == "" {
 		fin.Timestamp = buildlog.Timestamp(now)
 	}
 	batch := wire.NewBatch([]buildlog.Entry{fin.Entry()}, nil, nil)
-	data := wire.EncodeBatch(batch, o.buildID, bd.TemplateID, bd.NextOffset)
-	g.add(chunkRow{build: o.buildID, first: bd.NextOffset, count: 1, terminal: true, data: data})
-	o.chunk = buildlog.Chunk{First: bd.NextOffset, Count: 1, Data: data, Terminal: true}
+	data := wire.EncodeBatch(batch, o.BuildID, bd.TemplateID, bd.NextOffset)
+	g.add(chunkRow{build: o.BuildID, first: bd.NextOffset, count: 1, terminal: true, data: data})
+	o.Chunk = buildlog.Chunk{First: bd.NextOffset, Count: 1, Data: data, Terminal: true}
 	bd.Status, bd.FinishedAt, bd.UpdatedAt, bd.LastActivity = f.Status, &now, now, now
 	bd.Result = f.Result
 	if len(bd.Result) == 0 {
@@ -507,13 +502,13 @@ func (g *groupState) finish(o *op) error {
 	bd.NextOffset++
 	bd.EntryCount = bd.NextOffset
 	bd.KeptBytes += uint64(len(data))
-	g.changed[o.buildID] = true
+	g.changed[o.BuildID] = true
 	if err := g.event(bd, buildlog.EventBuildFinished, now); err != nil {
 		return err
 	}
 	g.finished = true
 	out := *bd
-	o.build = &out
+	o.Build = &out
 	return nil
 }
 
@@ -526,7 +521,7 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 		firsts []int64
 	)
 	for _, r := range retries {
-		bids, firsts = append(bids, r.Op.buildID), append(firsts, int64(*r.Op.batch.FirstOffset))
+		bids, firsts = append(bids, r.Op.BuildID), append(firsts, int64(*r.Op.Batch.FirstOffset))
 	}
 	// A batch's hash is on its chunk until compaction merges the chunk
 	// into a segment (whose hash is NULL), then in batch_hashes.
@@ -557,9 +552,9 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 	}
 	for _, r := range retries {
 		o := r.Op
-		fo := *o.batch.FirstOffset
-		c, ok := stored[chunkKey{o.buildID, fo}]
-		o.res, r.Err = buildlog.Replay(o.batch, o.next, ok, c.count, c.hash)
+		fo := *o.Batch.FirstOffset
+		c, ok := stored[chunkKey{o.BuildID, fo}]
+		o.Res, r.Err = buildlog.Replay(o.Batch, o.X.next, ok, c.count, c.hash)
 	}
 	return nil
 }

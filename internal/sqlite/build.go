@@ -185,7 +185,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 	var n int64
 	// Through the writer, alone: a delete ordered with every append and
 	// finish cannot race them, and its length holds up no group.
-	r := &request{Alone: true, Op: &op{bulk: func(ctx context.Context, tx *sql.Tx) error {
+	r := &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM builds WHERE id IN (
 			SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < ?
 			ORDER BY finished_at, id LIMIT ?)`, nanos(before), sqlLimit(limit))

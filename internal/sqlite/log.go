@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"buildlog"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 	"buildlog/internal/wire"
 )
@@ -16,28 +17,14 @@ import (
 // writer: the batch shares a transaction, and its flush, with whatever
 // else was queued while the previous group committed.
 func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, now time.Time) (buildlog.AppendResult, error) {
-	if b.Len() == 0 {
-		return buildlog.AppendResult{}, buildlog.Errorf(buildlog.EInvalid, "entries: a batch needs at least one entry")
-	}
-	r := &request{Op: &op{buildID: buildID, batch: b, now: now}, Entries: b.Len(), Bytes: b.Size()}
-	if err := s.q.Do(ctx, r); err != nil {
-		return buildlog.AppendResult{}, err
-	}
-	return r.Op.res, nil
+	return logwrite.Append(ctx, s.q, buildID, b, now)
 }
 
 // Finish appends f's terminal entry as a terminal chunk and sets the
 // status, in one transaction of the group-commit writer, so that it is
 // ordered with every append to the build.
 func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, now time.Time) (*buildlog.Build, buildlog.Chunk, error) {
-	if !f.Status.Terminal() {
-		return nil, buildlog.Chunk{}, buildlog.Errorf(buildlog.EInvalid, "status: want one of ready, failed, cancelled, timeout")
-	}
-	r := &request{Op: &op{buildID: buildID, fin: f, now: now}, Entries: 1}
-	if err := s.q.Do(ctx, r); err != nil {
-		return nil, buildlog.Chunk{}, err
-	}
-	return r.Op.build, r.Op.chunk, nil
+	return logwrite.Finish(ctx, s.q, buildID, f, now)
 }
 
 // ReadLog returns whole stored chunks in offset order, the first being the

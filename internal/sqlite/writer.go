@@ -4,29 +4,23 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"time"
 
 	"buildlog"
 	"buildlog/internal/group"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 	"buildlog/internal/wire"
 )
 
-// op is one write for the group-commit writer: an append (batch), a finish
-// (fin), or a bulk change that runs in a transaction of its own (bulk).
-type op struct {
-	buildID string
-	now     time.Time
-	batch   *buildlog.Batch
-	fin     *buildlog.Finish
-	bulk    func(ctx context.Context, tx *sql.Tx) error
+// op is one write for the group-commit writer (see logwrite.Op); a bulk
+// change runs in a *sql.Tx.
+type op = logwrite.Op[*sql.Tx, opX]
+
+// opX is what the SQLite writer adds to an op.
+type opX struct {
 	// compact marks a bulk change that rewrites chunks only (compaction),
 	// leaving every build row as the writer remembers it.
 	compact bool
-
-	res   buildlog.AppendResult
-	build *buildlog.Build
-	chunk buildlog.Chunk
 }
 
 type request = group.Request[*op]
@@ -92,8 +86,8 @@ const maxCachedStates = 1 << 16
 // rolled back.
 func (s *Store) commit(reqs []*request) {
 	ctx := s.bg
-	if len(reqs) == 1 && reqs[0].Op.bulk != nil {
-		reqs[0].Err = s.runBulk(ctx, reqs[0].Op.bulk, !reqs[0].Op.compact)
+	if len(reqs) == 1 && reqs[0].Op.Bulk != nil {
+		reqs[0].Err = s.runBulk(ctx, reqs[0].Op.Bulk, !reqs[0].Op.X.compact)
 		return
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -109,9 +103,9 @@ func (s *Store) commit(reqs []*request) {
 		o := r.Op
 		var err error
 		switch {
-		case o.batch != nil:
+		case o.Batch != nil:
 			err = g.append(o)
-		case o.fin != nil:
+		case o.Fin != nil:
 			err = g.finish(o)
 		}
 		var e *buildlog.Error
@@ -136,9 +130,9 @@ func (s *Store) commit(reqs []*request) {
 	for _, r := range reqs {
 		switch {
 		case r.Err != nil:
-		case r.Op.batch != nil:
-			s.compactor.Appended(r.Op.buildID, r.Op.batch.Size())
-		case r.Op.fin != nil:
+		case r.Op.Batch != nil:
+			s.compactor.Appended(r.Op.BuildID, r.Op.Batch.Size())
+		case r.Op.Fin != nil:
 			kick = true // a finished build is due
 		}
 	}
@@ -163,7 +157,7 @@ func (s *Store) rollback(tx *sql.Tx, reqs []*request, err error) {
 func failAll(reqs []*request, err error) {
 	for _, r := range reqs {
 		r.Err = err
-		r.Op.res, r.Op.build, r.Op.chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
+		r.Op.Res, r.Op.Build, r.Op.Chunk = buildlog.AppendResult{}, nil, buildlog.Chunk{}
 	}
 }
 
@@ -234,13 +228,13 @@ func (g *groupTx) key(id string) (bool, error) {
 // the same hash is answered as the first time, even once the build has
 // finished, since the producer's batch did get in.
 func (g *groupTx) append(o *op) error {
-	b := o.batch
-	st, err := g.state(o.buildID)
+	b := o.Batch
+	st, err := g.state(o.BuildID)
 	if err != nil {
 		return err
 	}
 	if st == nil || (!b.Created.IsZero() && st.created != nanos(b.Created)) {
-		return notFound(o.buildID)
+		return notFound(o.BuildID)
 	}
 	if b.KeyID != "" {
 		ok, err := g.key(b.KeyID)
@@ -251,7 +245,7 @@ func (g *groupTx) append(o *op) error {
 			return buildlog.Errorf(buildlog.EUnauthorized, "unknown API key")
 		}
 	}
-	switch err := buildlog.CheckAppend(o.buildID, st.status, uint64(st.next), b); {
+	switch err := buildlog.CheckAppend(o.BuildID, st.status, uint64(st.next), b); {
 	case errors.Is(err, buildlog.ErrMaybeRetry):
 		return g.replay(o, uint64(st.next))
 	case err != nil:
@@ -259,9 +253,9 @@ func (g *groupTx) append(o *op) error {
 	}
 	// Only copying is left to do in the transaction: the entries were
 	// encoded up to their offsets before the request was queued.
-	data := wire.EncodeBatch(b, o.buildID, st.templateID, uint64(st.next))
-	g.add(chunkRow{build: o.buildID, first: st.next, count: b.Len(), hash: b.Hash, data: data})
-	now := nanos(o.now)
+	data := wire.EncodeBatch(b, o.BuildID, st.templateID, uint64(st.next))
+	g.add(chunkRow{build: o.BuildID, first: st.next, count: b.Len(), hash: b.Hash, data: data})
+	now := nanos(o.Now)
 	if st.status == buildlog.StatusQueued {
 		st.status, st.start, st.startedAt = buildlog.StatusBuilding, true, now
 	}
@@ -277,7 +271,7 @@ func (g *groupTx) append(o *op) error {
 		st.lastPhase = b.LastPhase
 	}
 	st.dirty = true
-	o.res = buildlog.AppendResult{
+	o.Res = buildlog.AppendResult{
 		FirstOffset: uint64(first),
 		NextOffset:  uint64(st.next),
 		Chunk:       buildlog.Chunk{First: uint64(first), Count: b.Len(), Data: data},
@@ -384,22 +378,22 @@ func (g *groupTx) update(start, activity bool, ids []string) error {
 // replay answers a batch that may be a retry (buildlog.CheckAppend) from
 // what is stored at its first offset: earlier in this group, or before.
 func (g *groupTx) replay(o *op, next uint64) (err error) {
-	b := o.batch
+	b := o.Batch
 	first := *b.FirstOffset
-	if i, ok := g.inserted[chunkKey{o.buildID, int64(first)}]; ok {
+	if i, ok := g.inserted[chunkKey{o.BuildID, int64(first)}]; ok {
 		c := g.rows[i]
-		o.res, err = buildlog.Replay(b, next, true, c.count, c.hash)
+		o.Res, err = buildlog.Replay(b, next, true, c.count, c.hash)
 		return err
 	}
 	var (
 		count int64
 		hash  []byte
 	)
-	err = g.tx.StmtContext(g.ctx, g.s.chunkAt).QueryRowContext(g.ctx, o.buildID, int64(first)).Scan(&count, &hash)
+	err = g.tx.StmtContext(g.ctx, g.s.chunkAt).QueryRowContext(g.ctx, o.BuildID, int64(first)).Scan(&count, &hash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	o.res, err = buildlog.Replay(b, next, err == nil, int(count), hash)
+	o.Res, err = buildlog.Replay(b, next, err == nil, int(count), hash)
 	return err
 }
 
@@ -407,36 +401,36 @@ func (g *groupTx) replay(o *op, next uint64) (err error) {
 // status. The build's row is read whole, after writing back what earlier
 // appends of the group changed in it.
 func (g *groupTx) finish(o *op) error {
-	f := o.fin
-	if st := g.builds[o.buildID]; st != nil && st.dirty {
-		if err := g.update(st.start, st.activity, []string{o.buildID}); err != nil {
+	f := o.Fin
+	if st := g.builds[o.BuildID]; st != nil && st.dirty {
+		if err := g.update(st.start, st.activity, []string{o.BuildID}); err != nil {
 			return err
 		}
 	}
-	b, err := scanBuild(g.tx.StmtContext(g.ctx, g.s.buildW).QueryRowContext(g.ctx, o.buildID))
+	b, err := scanBuild(g.tx.StmtContext(g.ctx, g.s.buildW).QueryRowContext(g.ctx, o.BuildID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return notFound(o.buildID)
+		return notFound(o.BuildID)
 	}
 	if err != nil {
 		return err
 	}
 	if done, err := buildlog.CheckFinish(b, f); done || err != nil {
 		if done {
-			o.build, o.chunk = b, buildlog.Chunk{First: b.NextOffset}
+			o.Build, o.Chunk = b, buildlog.Chunk{First: b.NextOffset}
 		}
 		return err
 	}
 
 	e := f.Entry()
 	if e.Timestamp == "" {
-		e.Timestamp = buildlog.Timestamp(o.now)
+		e.Timestamp = buildlog.Timestamp(o.Now)
 	}
 	batch := wire.NewBatch([]buildlog.Entry{e}, nil, nil)
 	batch.Terminal = true
 	chunk := buildlog.Chunk{First: b.NextOffset, Count: 1, Terminal: true,
-		Data: wire.EncodeBatch(batch, o.buildID, b.TemplateID, b.NextOffset)}
-	g.add(chunkRow{build: o.buildID, first: int64(chunk.First), count: 1, terminal: true, data: chunk.Data})
-	t := o.now.UTC()
+		Data: wire.EncodeBatch(batch, o.BuildID, b.TemplateID, b.NextOffset)}
+	g.add(chunkRow{build: o.BuildID, first: int64(chunk.First), count: 1, terminal: true, data: chunk.Data})
+	t := o.Now.UTC()
 	b.Status, b.FinishedAt, b.UpdatedAt, b.LastActivity = f.Status, &t, t, t
 	b.NextOffset, b.EntryCount = chunk.End(), b.EntryCount+1
 	b.KeptBytes += uint64(len(chunk.Data))
@@ -444,18 +438,18 @@ func (g *groupTx) finish(o *op) error {
 	if _, err := g.tx.ExecContext(g.ctx, `UPDATE builds SET status = ?, finished_at = ?, updated_at = ?, last_activity = ?,
 			next_offset = ?, entry_count = ?, result = ?, kept_bytes = ? WHERE id = ?`,
 		string(b.Status), nanos(t), nanos(t), nanos(t), int64(b.NextOffset), int64(b.EntryCount), nullBytes(b.Result),
-		int64(b.KeptBytes), o.buildID); err != nil {
+		int64(b.KeptBytes), o.BuildID); err != nil {
 		return err
 	}
-	if err := insertEvents(g.ctx, g.tx, o.buildID, buildlog.EventBuildFinished, o.now); err != nil {
+	if err := insertEvents(g.ctx, g.tx, o.BuildID, buildlog.EventBuildFinished, o.Now); err != nil {
 		return err
 	}
 	// Later requests read the row as it now is.
-	delete(g.builds, o.buildID)
+	delete(g.builds, o.BuildID)
 	if len(b.Result) == 0 {
 		b.Result = nil
 	}
-	o.build, o.chunk = b, chunk
+	o.Build, o.Chunk = b, chunk
 	return nil
 }
 
