@@ -1,7 +1,8 @@
 // Package logwrite is what the two stores' group-commit writers share:
-// the write an append, a finish or a bulk change is (Op), and the checks
-// Append and Finish make before they queue one. The stores differ in the
-// transaction a group commits in (Tx) and in what each adds to an op (X).
+// the write an append, a finish or a bulk change is (Op), the checks
+// Append and Finish make before they queue one, and the writer's own
+// state (Writer). The stores differ in the transaction a group commits in
+// (Tx), in what each adds to an op (X), and in the commit itself.
 package logwrite
 
 import (
@@ -29,6 +30,48 @@ type Op[Tx, X any] struct {
 
 	X X // the store's own
 }
+
+// Writer is a store's group-commit writer, embedded in its Store: the
+// queue every append, finish and retention delete goes through, and the
+// per-build size cap the commits enforce.
+type Writer[Tx, X any] struct {
+	// Q is the queue; Bg is the context commits run in, ended by StopWriter.
+	Q      *group.Queue[*Op[Tx, X]]
+	Bg     context.Context
+	bgStop context.CancelFunc
+
+	// LogCap is the size cap the writer enforces and OnOmit hears of
+	// what it drops (SetLogCap).
+	LogCap buildlog.LogCap
+	OnOmit func(bytes int64)
+}
+
+// StartWriter starts the writer, which runs commit on each group (Open
+// calls it).
+func (w *Writer[Tx, X]) StartWriter(commit func(group []*group.Request[*Op[Tx, X]])) {
+	w.Bg, w.bgStop = context.WithCancel(context.Background())
+	w.Q = group.New(group.DefaultLimits, commit)
+}
+
+// StopWriter answers what is queued, stops the writer and ends Bg (Close
+// calls it); a writer never started is left as it is.
+func (w *Writer[Tx, X]) StopWriter() {
+	if w.Q != nil {
+		w.Q.Close()
+		w.bgStop()
+	}
+}
+
+// SetLogCap sets the per-build size cap (a zero MaxBytes is none) and a
+// function told of the bytes each commit drops. Call it before the store
+// is used.
+func (w *Writer[Tx, X]) SetLogCap(c buildlog.LogCap, onOmit func(bytes int64)) {
+	w.LogCap, w.OnOmit = c, onOmit
+}
+
+// GroupStats reports how many groups the writer committed and how many
+// requests they held.
+func (w *Writer[Tx, X]) GroupStats() (groups, requests int64) { return w.Q.Stats() }
 
 // Append queues b as an append to the build on q and waits for the
 // writer's answer; invalid, without queueing, if b is empty.

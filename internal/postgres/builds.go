@@ -196,13 +196,13 @@ func (s *Store) LatestBuild(ctx context.Context, team, namespace, name, version 
 // buildlog.Store. Other servers' writers are serialised with it by the
 // build's row lock.
 func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, now time.Time) (buildlog.AppendResult, error) {
-	return logwrite.Append(ctx, s.q, buildID, b, now)
+	return logwrite.Append(ctx, s.Q, buildID, b, now)
 }
 
 // Finish appends f's terminal entry and sets the status, in a transaction
 // of the group-commit writer; see buildlog.Store.
 func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, now time.Time) (*buildlog.Build, buildlog.Chunk, error) {
-	return logwrite.Finish(ctx, s.q, buildID, f, now)
+	return logwrite.Finish(ctx, s.Q, buildID, f, now)
 }
 
 // wrap leaves *buildlog.Error values as they are and marks the rest as the
@@ -271,7 +271,7 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 		c.First = uint64(first)
 		if c.First > expect && omFrom != nil && omTo != nil && c.First == uint64(*omTo)+1 {
 			o := buildlog.Omitted{From: uint64(*omFrom), To: uint64(*omTo), Entries: uint64(omEntries), Bytes: uint64(omByte), Timestamp: omTS}
-			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.logCap.MaxBytes))
+			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.LogCap.MaxBytes))
 		}
 		n := 0
 		if size != nil {
@@ -321,7 +321,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 		n = tag.RowsAffected()
 		return err
 	}}}
-	if err := s.q.Do(ctx, r); err != nil {
+	if err := s.Q.Do(ctx, r); err != nil {
 		return 0, fmt.Errorf("postgres: delete finished: %w", err)
 	}
 	return int(n), nil

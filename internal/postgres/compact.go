@@ -98,7 +98,7 @@ func (l compactLog) Raw(ctx context.Context, id string, first, end uint64, fn fu
 // Swap runs as one bulk transaction of the writer that first locks the
 // build's row, so appends and other servers' compactors wait for it.
 func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []segment.Written) error {
-	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx pgx.Tx) error {
+	return l.s.Q.Do(ctx, &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx pgx.Tx) error {
 		var one int
 		if err := tx.QueryRow(ctx, `SELECT 1 FROM builds WHERE id = $1 FOR UPDATE`, id).Scan(&one); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {

@@ -24,7 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"buildlog"
-	"buildlog/internal/group"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 )
 
@@ -72,25 +72,12 @@ type Store struct {
 	// can cut it.
 	listenerPID atomic.Uint32
 
-	// q is this server's group-commit writer, for every append, finish and
-	// retention delete (see commit); bg is its context, ended by Close.
-	q      *group.Queue[*op]
-	bg     context.Context
-	bgStop context.CancelFunc
-
-	// logCap is the size cap this server's writer enforces and onOmit
-	// hears of what it drops (SetLogCap); compactor is the background
+	// Writer is this server's group-commit writer (see commit), started
+	// by Open and stopped by Close; every server sharing a database
+	// should be given the same SetLogCap. compactor is the background
 	// compaction (StartCompactor), stopped by Close before the writer.
-	logCap    buildlog.LogCap
-	onOmit    func(bytes int64)
+	logwrite.Writer[pgx.Tx, opX]
 	compactor segment.Background
-}
-
-// SetLogCap sets the per-build size cap (a zero MaxBytes is none) and a
-// function told of the bytes each commit drops. Call it before the store
-// is used; every server sharing a database should be given the same cap.
-func (s *Store) SetLogCap(c buildlog.LogCap, onOmit func(bytes int64)) {
-	s.logCap, s.onOmit = c, onOmit
 }
 
 // Open connects to the database dsn names (a postgres:// URL or key=value
@@ -117,8 +104,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	s.bg, s.bgStop = context.WithCancel(context.Background())
-	s.q = group.New(group.DefaultLimits, s.commit)
+	s.StartWriter(s.commit)
 	return s, nil
 }
 
@@ -127,8 +113,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.compactor.Stop()
-		s.q.Close()
-		s.bgStop()
+		s.StopWriter()
 		close(s.closed)
 		s.pool.Close()
 	})

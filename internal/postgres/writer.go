@@ -67,7 +67,7 @@ type chunkRow struct {
 // every build row, queues the NOTIFY for each build and commits. A retry
 // whose offset was not next costs one more, for the stored hashes.
 func (s *Store) commit(reqs []*request) {
-	ctx, cancel := context.WithTimeout(s.bg, s.timeout)
+	ctx, cancel := context.WithTimeout(s.Bg, s.timeout)
 	defer cancel()
 	if len(reqs) == 1 && reqs[0].Op.Bulk != nil {
 		reqs[0].Err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return reqs[0].Op.Bulk(ctx, tx) })
@@ -241,8 +241,8 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 		return err
 	}
 	inTx = false
-	if g.omitted > 0 && s.onOmit != nil {
-		s.onOmit(g.omitted)
+	if g.omitted > 0 && s.OnOmit != nil {
+		s.OnOmit(g.omitted)
 	}
 	if g.finished {
 		s.compactor.Kick()
@@ -252,7 +252,7 @@ func (s *Store) commitGroup(ctx context.Context, reqs []*request) (err error) {
 
 // overCap returns the builds the group took past the size cap.
 func (s *Store) overCap(g *groupState, ids []string) []string {
-	max := s.logCap.MaxBytes
+	max := s.LogCap.MaxBytes
 	if max <= 0 {
 		return nil
 	}
@@ -273,7 +273,7 @@ func (s *Store) overCap(g *groupState, ids []string) []string {
 // the next offset (see docs/API.md).
 func (s *Store) drop(ctx context.Context, conn *pgx.Conn, g *groupState, id string) error {
 	bd := g.builds[id]
-	limit := s.logCap
+	limit := s.LogCap
 	start := int64(0)
 	if bd.Omitted != nil {
 		start = int64(bd.Omitted.To) + 1
@@ -558,7 +558,3 @@ func (s *Store) answerRetries(ctx context.Context, conn *pgx.Conn, g *groupState
 	}
 	return nil
 }
-
-// GroupStats reports how many groups the writer committed and how many
-// requests they held.
-func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }

@@ -195,7 +195,7 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 		n, err = res.RowsAffected()
 		return err
 	}}}
-	if err := s.q.Do(ctx, r); err != nil {
+	if err := s.Q.Do(ctx, r); err != nil {
 		return 0, wrap("delete finished", err)
 	}
 	return int(n), nil

@@ -41,7 +41,7 @@ type compactLog struct{ s *Store }
 // own. Compaction changes chunks only, never a build's row, so the writer
 // keeps its memory of build rows across it; a read commits no frames.
 func (l compactLog) inWriter(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return l.s.q.Do(ctx, &request{Alone: true, Op: &op{Bulk: fn, X: opX{compact: true}}})
+	return l.s.Q.Do(ctx, &request{Alone: true, Op: &op{Bulk: fn, X: opX{compact: true}}})
 }
 
 // piecesPerRead bounds the chunks one of Pieces' reads lists, so that a

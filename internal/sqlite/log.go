@@ -17,14 +17,14 @@ import (
 // writer: the batch shares a transaction, and its flush, with whatever
 // else was queued while the previous group committed.
 func (s *Store) Append(ctx context.Context, buildID string, b *buildlog.Batch, now time.Time) (buildlog.AppendResult, error) {
-	return logwrite.Append(ctx, s.q, buildID, b, now)
+	return logwrite.Append(ctx, s.Q, buildID, b, now)
 }
 
 // Finish appends f's terminal entry as a terminal chunk and sets the
 // status, in one transaction of the group-commit writer, so that it is
 // ordered with every append to the build.
 func (s *Store) Finish(ctx context.Context, buildID string, f *buildlog.Finish, now time.Time) (*buildlog.Build, buildlog.Chunk, error) {
-	return logwrite.Finish(ctx, s.q, buildID, f, now)
+	return logwrite.Finish(ctx, s.Q, buildID, f, now)
 }
 
 // ReadLog returns whole stored chunks in offset order, the first being the
@@ -75,7 +75,7 @@ func (s *Store) ReadLog(ctx context.Context, buildID string, from uint64, maxByt
 		if c.First > expect && omFrom.Valid && omTo.Valid && c.First == uint64(omTo.Int64)+1 {
 			o := buildlog.Omitted{From: uint64(omFrom.Int64), To: uint64(omTo.Int64),
 				Entries: uint64(omEntries), Bytes: uint64(omBytes), Timestamp: omTS}
-			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.logCap.MaxBytes))
+			out = append(out, wire.Notice(&o, buildID, templateID, expect, s.LogCap.MaxBytes))
 		}
 		raw := unsafe.Slice(unsafe.StringData(data), len(data))
 		if c.Data, err = segment.Decode(int(codec), raw, int(size)); err != nil {

@@ -25,7 +25,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"buildlog"
-	"buildlog/internal/group"
+	"buildlog/internal/logwrite"
 	"buildlog/internal/segment"
 )
 
@@ -72,25 +72,11 @@ type Store struct {
 	secretMu sync.Mutex
 	secret   []byte // cached: it never changes once created
 
-	// q is the group-commit writer every append, finish and retention
-	// delete goes through (see commit); bg is its context, ended by Close.
-	q      *group.Queue[*op]
-	bg     context.Context
-	bgStop context.CancelFunc
-
-	// logCap is the size cap the writer enforces and onOmit hears of
-	// what it drops (SetLogCap); compactor is the background compaction
+	// Writer is the group-commit writer (see commit), started by Open
+	// and stopped by Close; compactor is the background compaction
 	// (StartCompactor), stopped by Close before the writer.
-	logCap    buildlog.LogCap
-	onOmit    func(bytes int64)
+	logwrite.Writer[*sql.Tx, opX]
 	compactor segment.Background
-}
-
-// SetLogCap sets the per-build size cap (a zero MaxBytes is none) and a
-// function told of the bytes each commit drops. Call it before the store
-// is used.
-func (s *Store) SetLogCap(c buildlog.LogCap, onOmit func(bytes int64)) {
-	s.logCap, s.onOmit = c, onOmit
 }
 
 var _ buildlog.Store = (*Store)(nil)
@@ -152,9 +138,8 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	bg, stop := context.WithCancel(context.Background())
 	s := &Store{w: w, r: r, ck: ck, ckKick: make(chan struct{}, 1), ckStop: stop, ckDone: make(chan struct{})}
 	go s.checkpointer(bg)
-	s.bg, s.bgStop = context.WithCancel(context.Background())
 	s.many, s.states = map[string]*sql.Stmt{}, map[string]*buildState{}
-	s.q = group.New(group.DefaultLimits, s.commit)
+	s.StartWriter(s.commit)
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -334,10 +319,7 @@ func dsn(path string, readOnly bool) string {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.compactor.Stop()
-		if s.q != nil {
-			s.q.Close()
-			s.bgStop()
-		}
+		s.StopWriter()
 		s.ckStop()
 		<-s.ckDone
 	})

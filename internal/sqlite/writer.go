@@ -85,7 +85,7 @@ const maxCachedStates = 1 << 16
 // fails every request of the group, since the transaction that held them
 // rolled back.
 func (s *Store) commit(reqs []*request) {
-	ctx := s.bg
+	ctx := s.Bg
 	if len(reqs) == 1 && reqs[0].Op.Bulk != nil {
 		reqs[0].Err = s.runBulk(ctx, reqs[0].Op.Bulk, !reqs[0].Op.X.compact)
 		return
@@ -123,8 +123,8 @@ func (s *Store) commit(reqs []*request) {
 		s.rollback(tx, reqs, err)
 		return
 	}
-	if g.omitted > 0 && s.onOmit != nil {
-		s.onOmit(g.omitted)
+	if g.omitted > 0 && s.OnOmit != nil {
+		s.OnOmit(g.omitted)
 	}
 	kick := false
 	for _, r := range reqs {
@@ -304,7 +304,7 @@ func (g *groupTx) write() error {
 		}
 		rows = rows[n:]
 	}
-	if max := g.s.logCap.MaxBytes; max > 0 {
+	if max := g.s.LogCap.MaxBytes; max > 0 {
 		for id, st := range g.builds {
 			if st != nil && st.dirty && st.kept > max {
 				if err := g.drop(id, st); err != nil {
@@ -453,10 +453,6 @@ func (g *groupTx) finish(o *op) error {
 	return nil
 }
 
-// GroupStats reports how many groups the writer committed and how many
-// requests they held.
-func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }
-
 // drop enforces the size cap on a build the group took past it: it
 // deletes the oldest stored chunks after the head (whole chunks, never the
 // newest, which holds what was just appended) until the log is back under
@@ -465,7 +461,7 @@ func (s *Store) GroupStats() (groups, requests int64) { return s.q.Stats() }
 // next offset (see docs/API.md). It runs in the group's transaction, after
 // the group's chunks were inserted.
 func (g *groupTx) drop(id string, st *buildState) error {
-	limit := g.s.logCap
+	limit := g.s.LogCap
 	start := int64(0)
 	if st.omTo.Valid {
 		start = st.omTo.Int64 + 1
