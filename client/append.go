@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"strings"
 	"unicode/utf8"
 
@@ -35,22 +34,7 @@ func (c *Client) Append(ctx context.Context, buildID string, first uint64, entri
 }
 
 func (c *Client) appendOnce(ctx context.Context, buildID string, body []byte, res *buildlog.AppendResult) error {
-	req, err := c.newRequest(ctx, "POST", "/v1/templates/builds/"+pathID(buildID)+"/logs", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	r, err := c.send(req)
-	if err != nil {
-		return err
-	}
-	defer r.Body.Close()
-	if err := json.NewDecoder(r.Body).Decode(res); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return &TransportError{URL: c.base, Err: err}
-	}
-	return nil
+	return c.doBody(ctx, "POST", "/v1/templates/builds/"+pathID(buildID)+"/logs", bytes.NewReader(body), res)
 }
 
 // SplitMessage cuts s into pieces of at most max bytes, at UTF-8

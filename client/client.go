@@ -195,6 +195,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
+	return c.doBody(ctx, method, path, body, out)
+}
+
+// doBody is do with the request body already encoded (nil for none).
+func (c *Client) doBody(ctx context.Context, method, path string, body io.Reader, out any) error {
 	req, err := c.newRequest(ctx, method, path, body)
 	if err != nil {
 		return err
