@@ -48,7 +48,7 @@ type Writer[Tx, X any] struct {
 
 // StartWriter starts the writer, which runs commit on each group (Open
 // calls it).
-func (w *Writer[Tx, X]) StartWriter(commit func(group []*group.Request[*Op[Tx, X]])) {
+func (w *Writer[Tx, X]) StartWriter(commit func(g []*group.Request[*Op[Tx, X]])) {
 	w.Bg, w.bgStop = context.WithCancel(context.Background())
 	w.Q = group.New(group.DefaultLimits, commit)
 }
