@@ -13,6 +13,7 @@ import (
 
 	"buildlog"
 	"buildlog/client"
+	"buildlog/internal/testkit"
 )
 
 func newBuild(t *testing.T, c *client.Client, id string) {
@@ -67,7 +68,7 @@ func produce(t *testing.T, c *client.Client, id string, n int, pause time.Durati
 
 func TestStreamReconnectsThroughDroppedConnections(t *testing.T) {
 	s := startServer(t, t.TempDir(), "", nil)
-	p := newProxy(t, s.URL)
+	p := testkit.NewProxy(t, s.addr)
 	producer := s.client()
 	newBuild(t, producer, "tb_drop")
 
@@ -79,14 +80,14 @@ func TestStreamReconnectsThroughDroppedConnections(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(30 * time.Millisecond):
-				p.cut()
+				p.Cut()
 			}
 		}
 	}()
 	defer close(stop)
 	go produce(t, producer, "tb_drop", 1000, 2*time.Millisecond)
 
-	reader := p.client(time.Millisecond, 20*time.Millisecond)
+	reader := proxyClient(p, time.Millisecond, 20*time.Millisecond)
 	var reconnects atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

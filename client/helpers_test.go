@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"buildlog/client"
 	"buildlog/internal/httpapi"
 	"buildlog/internal/sqlite"
+	"buildlog/internal/testkit"
 )
 
 const adminKey = "adm_client_test"
@@ -97,95 +97,13 @@ func (s *server) client() *client.Client {
 	return c
 }
 
-// client returns an admin client that reaches the backend through p and
-// waits from lo to hi between retries, so that a test of an outage does
-// not wait long for the next one.
-func (p *proxy) client(lo, hi time.Duration) *client.Client {
+// proxyClient returns an admin client that reaches the backend through p
+// and waits from lo to hi between retries, so that a test of an outage
+// does not wait long for the next one.
+func proxyClient(p *testkit.Proxy, lo, hi time.Duration) *client.Client {
 	c := client.New(p.URL, adminKey, nil)
 	c.Backoff = client.Backoff{Min: lo, Max: hi}
 	return c
-}
-
-// proxy forwards TCP connections to a backend and can cut them all, or
-// refuse new ones, on purpose.
-type proxy struct {
-	ln      net.Listener
-	backend string
-	URL     string
-
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-	down  bool
-	cuts  int
-}
-
-func newProxy(t *testing.T, backendURL string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, backend: backendURL[len("http://"):], URL: "http://" + ln.Addr().String(), conns: map[net.Conn]bool{}}
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	return p
-}
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			c.Close() // as unreachable as a server can be while listening
-			continue
-		}
-		b, err := net.Dial("tcp", p.backend)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[b] = true, true
-		p.mu.Unlock()
-		go func() {
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(b, c); done <- struct{}{} }()
-			go func() { io.Copy(c, b); done <- struct{}{} }()
-			<-done
-			c.Close()
-			b.Close()
-			p.mu.Lock()
-			delete(p.conns, c)
-			delete(p.conns, b)
-			p.mu.Unlock()
-		}()
-	}
-}
-
-// cut closes every open connection.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.conns) > 0 {
-		p.cuts++
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *proxy) setDown(down bool) {
-	p.mu.Lock()
-	p.down = down
-	p.mu.Unlock()
-	if down {
-		p.cut()
-	}
 }
 
 // logOf reads the whole stored log of a build, straight from the store.

@@ -8,6 +8,7 @@ import (
 
 	"buildlog"
 	"buildlog/client"
+	"buildlog/internal/testkit"
 )
 
 // cappedServer is a real server whose store keeps 4,000 bytes of each
@@ -150,8 +151,8 @@ func TestStreamOmissionResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := appendN(t, c, "tb_omr", 0, 40)
-	p := newProxy(t, s.URL)
-	pc := p.client(10*time.Millisecond, 50*time.Millisecond)
+	p := testkit.NewProxy(t, s.addr)
+	pc := proxyClient(p, 10*time.Millisecond, 50*time.Millisecond)
 
 	var got []buildlog.Entry
 	reconnects, grown := 0, 0
@@ -169,9 +170,9 @@ func TestStreamOmissionResume(t *testing.T) {
 		// the grown range.
 		if grown < 3 {
 			grown++
-			p.setDown(true)
+			p.Refuse(true)
 			next = appendN(t, c, "tb_omr", next, 20)
-			p.setDown(false)
+			p.Refuse(false)
 			continue
 		}
 		if _, err := c.Finish(ctx, "tb_omr", client.Finish{Status: buildlog.StatusReady}); err != nil {

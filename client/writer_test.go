@@ -12,6 +12,7 @@ import (
 
 	"buildlog"
 	"buildlog/client"
+	"buildlog/internal/testkit"
 )
 
 // checkMessages fails unless the stored log is exactly want, in order.
@@ -29,9 +30,9 @@ func checkMessages(t *testing.T, got []buildlog.Entry, want []string) {
 
 func TestWriterRidesOutAnOutage(t *testing.T) {
 	s := startServer(t, t.TempDir(), "", nil)
-	p := newProxy(t, s.URL)
+	p := testkit.NewProxy(t, s.addr)
 	newBuild(t, s.client(), "tb_out")
-	c := p.client(5*time.Millisecond, 50*time.Millisecond)
+	c := proxyClient(p, 5*time.Millisecond, 50*time.Millisecond)
 	var retries atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -44,16 +45,16 @@ func TestWriterRidesOutAnOutage(t *testing.T) {
 	for i := range 600 {
 		switch i {
 		case 100, 400:
-			p.setDown(true)
+			p.Refuse(true)
 		case 250, 500:
 			// Stay down until an append has failed, however slow the machine.
 			for deadline := time.Now().Add(20 * time.Second); retries.Load() == 0 && time.Now().Before(deadline); {
 				time.Sleep(time.Millisecond)
 			}
-			p.setDown(false)
+			p.Refuse(false)
 		}
 		if i%50 == 0 {
-			p.cut() // also break connections mid-request
+			p.Cut() // also break connections mid-request
 		}
 		m := fmt.Sprintf("line %d", i)
 		want = append(want, m)
@@ -97,14 +98,14 @@ func TestWriterLostRepliesAreNotDuplicated(t *testing.T) {
 
 func TestWriterMemoryIsBounded(t *testing.T) {
 	s := startServer(t, t.TempDir(), "", nil)
-	p := newProxy(t, s.URL)
+	p := testkit.NewProxy(t, s.addr)
 	newBuild(t, s.client(), "tb_full")
-	c := p.client(5*time.Millisecond, 20*time.Millisecond)
+	c := proxyClient(p, 5*time.Millisecond, 20*time.Millisecond)
 	w, err := c.NewWriter(context.Background(), "tb_full", client.WriterOptions{MaxBuffered: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.setDown(true)
+	p.Refuse(true)
 	for i := range 20 {
 		if err := w.Add(context.Background(), buildlog.Entry{Message: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)

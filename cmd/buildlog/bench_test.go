@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 )
 
 // TestBenchQuick runs `buildlog bench --quick`, every scenario at tiny
@@ -65,7 +67,7 @@ func TestBenchQuick(t *testing.T) {
 // a deployment would: through --url and an admin --key, with the
 // followers spread over read keys the bench makes and revokes.
 func TestBenchURL(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	srv := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=admin-secret"}, "--addr", addr, "--data", t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 
 	"buildlog/internal/postgres"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // freshDatabase creates a database for this test on the server
@@ -105,7 +106,7 @@ func (f *sseFollower) wait(t *testing.T) []sse.Event {
 func TestTwoServersOnePostgres(t *testing.T) {
 	dsn := freshDatabase(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k", "BUILDLOG_STORE=" + dsn}
-	a1, a2 := freeAddr(t), freeAddr(t)
+	a1, a2 := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	// No keepalives: a keepalive makes a follower look at the store again,
 	// which would hide a missed cross-server wake-up.
 	one := startServe(t, a1, env, "--addr", a1, "--keepalive", "1h")

@@ -21,6 +21,7 @@ import (
 	"buildlog"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 	"buildlog/internal/wire"
 )
 
@@ -139,7 +140,7 @@ func compactionCrash(t *testing.T, storeArgs []string, probe func(*testing.T) co
 	// and a port freed by a kill may be taken by another package's test
 	// server before the restart binds it.
 	start := func() *proc {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		return startServe(t, addr, env, append([]string{"--addr", addr, "--rate-per-key", "0"}, storeArgs...)...)
 	}
 	rng := rand.New(rand.NewPCG(7, 13))

@@ -19,6 +19,7 @@ import (
 
 	"buildlog"
 
+	"buildlog/internal/testkit"
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 )
@@ -255,7 +256,7 @@ func stamp(start time.Time, from int, es []ent) []ent {
 
 func TestConsoleLiveBuild(t *testing.T) {
 	chromiumPath(t)
-	addr, data := freeAddr(t), t.TempDir()
+	addr, data := testkit.FreeAddr(t), t.TempDir()
 	env := []string{"BUILDLOG_ADMIN_KEY=" + consoleAdmin}
 	srv := startServe(t, addr, env, "--addr", addr, "--data", data)
 	key := readerKey(t, srv)
@@ -432,7 +433,7 @@ func TestConsoleLiveBuild(t *testing.T) {
 
 func TestConsoleLargeLog(t *testing.T) {
 	chromiumPath(t)
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	srv := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=" + consoleAdmin}, "--addr", addr, "--data", t.TempDir())
 	const id, total = "tb_big", 100000
 	srv.do("POST", "/v1/templates/tmpl_big/builds", consoleAdmin, `{"build_id":"`+id+`"}`)
@@ -496,7 +497,7 @@ func TestConsoleLargeLog(t *testing.T) {
 
 func TestConsoleBuildList(t *testing.T) {
 	chromiumPath(t)
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	srv := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=" + consoleAdmin}, "--addr", addr, "--data", t.TempDir())
 	for _, b := range []struct{ id, finish string }{{"tb_a", "ready"}, {"tb_b", "failed"}, {"tb_c", ""}} {
 		srv.do("POST", "/v1/templates/tmpl_list/builds", consoleAdmin, `{"build_id":"`+b.id+`"}`)
@@ -590,7 +591,7 @@ func jsonEqual(a, b any) bool {
 // the level filter, downloads and follow all work across it.
 func TestConsoleOmission(t *testing.T) {
 	chromiumPath(t)
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=" + consoleAdmin}
 	args := []string{"--addr", addr, "--data", t.TempDir(), "--max-log-bytes", "4KiB", "--log-head-bytes", "1KiB"}
 	srv := startServe(t, addr, env, args...)

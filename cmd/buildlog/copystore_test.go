@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"reflect"
@@ -12,23 +11,13 @@ import (
 	"testing"
 
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // events parses an SSE body into its events.
 func events(t *testing.T, body []byte) []sse.Event {
 	t.Helper()
-	rd := sse.NewReader(bytes.NewReader(body))
-	var evs []sse.Event
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			return evs
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs = append(evs, ev)
-	}
+	return testkit.ReadEvents(t, sse.NewReader(bytes.NewReader(body)))
 }
 
 func copyStore(t *testing.T, args ...string) (string, int) {
@@ -53,7 +42,7 @@ func copyStore(t *testing.T, args ...string) (string, int) {
 func TestCopyStoreToPostgres(t *testing.T) {
 	dsn := freshDatabase(t)
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	old := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", data)
 	code, body := old.do("POST", "/v1/keys", "k", `{"team":"acme","scopes":["read","write"],"name":"ci"}`)
 	if code != 201 {
@@ -99,7 +88,7 @@ func TestCopyStoreToPostgres(t *testing.T) {
 		t.Fatalf("copy-store: exit %d\n%s", code, out)
 	}
 
-	addr = freeAddr(t)
+	addr = testkit.FreeAddr(t)
 	pg := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--store", dsn)
 	gotBuild, gotLog, _ := read(pg)
 	if !reflect.DeepEqual(gotBuild, wantBuild) {

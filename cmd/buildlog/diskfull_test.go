@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"buildlog/internal/testkit"
 )
 
 // A real full disk: the data directory is a tiny tmpfs (where the test may
@@ -22,7 +24,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", dir, "--rate-per-key", "0")
 	if code, body := p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_full"}`); code != 201 {
 		t.Fatalf("%d %s", code, body)

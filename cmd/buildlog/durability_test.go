@@ -14,6 +14,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 	"buildlog/internal/wire"
 )
 
@@ -88,7 +89,7 @@ func postBatch(url string, es []buildlog.Entry, first *uint64) (uint64, int, err
 // right offset.
 func TestAckedEntriesSurviveKill9(t *testing.T) {
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k"}
 	p := startServe(t, addr, env, "--addr", addr, "--data", data)
 	if code, body := p.do("POST", "/v1/templates/tmpl_k/builds", "k", `{"build_id":"tb_kill"}`); code != 201 {
@@ -170,7 +171,7 @@ func TestCrashLoop(t *testing.T) {
 		t.Skip("five kill -9 cycles")
 	}
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k"}
 	args := []string{"--addr", addr, "--data", data, "--rate-per-key", "0"}
 

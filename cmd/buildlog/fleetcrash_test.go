@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 )
 
 // fleetProducer appends small idempotent batches to its own build, the way
@@ -53,7 +55,7 @@ func TestFleetCrash(t *testing.T) {
 	}
 	const builds = 240
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k"}
 	args := []string{"--addr", addr, "--data", data, "--rate-per-key", "0"}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: builds}}

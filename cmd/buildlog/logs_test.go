@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"buildlog"
+	"buildlog/internal/testkit"
 )
 
 func TestPrinterLine(t *testing.T) {
@@ -67,7 +68,7 @@ func TestColorMode(t *testing.T) {
 // dropped middle is one line, in text and from a start inside the range;
 // with --json the notice as the server sends it.
 func TestLogsOmission(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir(),
 		"--max-log-bytes", "4000", "--log-head-bytes", "1000")
 	if code, body := p.do("POST", "/v1/templates/tmpl_1/builds", "k", `{"build_id":"tb_om"}`); code != 201 {

@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"buildlog/internal/apicheck"
-	"buildlog/internal/httpapi"
+	"buildlog/internal/testkit"
 )
 
 // binPath is the real binary, built once for the tests that run it.
@@ -39,37 +36,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // proc is a running `buildlog serve`.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	URL    string
-	out    *syncBuffer // stdout and stderr
+	out    *testkit.SyncBuffer // stdout and stderr
 	done   chan struct{}
 	waited error
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // startServe runs the binary with args and env (added to a minimal
 // environment) and waits until /healthz answers.
@@ -77,7 +52,7 @@ func startServe(t *testing.T, addr string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binPath, append([]string{"serve"}, args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	p := &proc{t: t, cmd: cmd, URL: "http://" + addr, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, URL: "http://" + addr, out: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -95,7 +70,7 @@ func startServe(t *testing.T, addr string, env []string, args ...string) *proc {
 		default:
 		}
 		// Only once this process says it listens: until then a /healthz
-		// answer could come from whatever took the port after freeAddr
+		// answer could come from whatever took the port after FreeAddr
 		// freed it (another package's test server), and this process
 		// would exit on "address already in use" a moment later.
 		if strings.Contains(p.out.String(), "listening") {
@@ -160,12 +135,6 @@ func (p *proc) follow(build, key string, hdr ...string) *http.Response {
 	return res
 }
 
-var (
-	checkerOnce sync.Once
-	docChecker  *apicheck.Checker
-	checkerErr  error
-)
-
 // checkExchange holds what the binary answered to the API's document
 // (GET /openapi.json), as internal/httpapi's tests do in process: a
 // response, or an accepted request, that the document does not describe
@@ -175,13 +144,9 @@ func checkExchange(t *testing.T, req *http.Request, body string, res *http.Respo
 	if strings.HasPrefix(req.URL.Path, "/console/") {
 		return
 	}
-	checkerOnce.Do(func() { docChecker, checkerErr = apicheck.New(httpapi.Document()) })
-	if checkerErr != nil {
-		t.Fatal(checkerErr)
-	}
 	x := &apicheck.Exchange{Request: req, RequestBody: []byte(body), Status: res.StatusCode,
 		Header: res.Header, Body: b, Partial: partial}
-	if err := docChecker.Check(x); err != nil {
+	if err := testkit.MustDoc(t).Check(x); err != nil {
 		t.Errorf("openapi: %v", err)
 	}
 }
@@ -197,7 +162,7 @@ func mustJSON(t *testing.T, b []byte) map[string]any {
 
 func TestBootstrapKeyPrintedOnce(t *testing.T) {
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, nil, "--addr", addr, "--data", data)
 	out := p.out.String()
 	var key string
@@ -224,7 +189,7 @@ func TestBootstrapKeyPrintedOnce(t *testing.T) {
 }
 
 func TestEnvAndFlags(t *testing.T) {
-	envAddr, flagAddr := freeAddr(t), freeAddr(t)
+	envAddr, flagAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	data := t.TempDir()
 	// The flag wins over the variable.
 	p := startServe(t, flagAddr, []string{"BUILDLOG_ADDR=" + envAddr, "BUILDLOG_DATA=" + data, "BUILDLOG_ADMIN_KEY=k"}, "--addr", flagAddr)
@@ -236,7 +201,7 @@ func TestEnvAndFlags(t *testing.T) {
 	}
 	p.kill()
 	// A variable alone configures the flag: a short idle timeout ends a silent build.
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p = startServe(t, addr, []string{"BUILDLOG_ADDR=" + addr, "BUILDLOG_IDLE_TIMEOUT=300ms", "BUILDLOG_ADMIN_KEY=k"}, "--data", t.TempDir())
 	if code, body := p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_idle"}`); code != 201 {
 		t.Fatalf("%d %s", code, body)
@@ -263,7 +228,7 @@ func TestEnvAndFlags(t *testing.T) {
 
 // SIGTERM ends open streams cleanly and the process exits promptly.
 func TestSIGTERMDrains(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir())
 	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_1"}`)
 	p.do("POST", "/v1/templates/builds/tb_1/logs", "k", `[{"message":"a"}]`)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // SIGTERM: the server stops accepting, lets an append already in flight
@@ -20,7 +21,7 @@ import (
 // never finishes its request.
 func TestDrainFinishesInFlight(t *testing.T) {
 	data := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	env := []string{"BUILDLOG_ADMIN_KEY=k"}
 	p := startServe(t, addr, env, "--addr", addr, "--data", data, "--shutdown-timeout", "3s")
 	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_drain"}`)
@@ -163,7 +164,7 @@ func cutWithin(t *testing.T, c net.Conn, head string, trickle string, limit time
 // Slowloris: a client that trickles its headers, or its body, is cut off
 // at --read-header-timeout, or --read-timeout, while others are served.
 func TestSlowClientsCutOff(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir(),
 		"--read-header-timeout", "1s", "--read-timeout", "2s")
 	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_slow"}`)
@@ -206,7 +207,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 // with it, at the most verbose level.
 func TestKeysNeverLogged(t *testing.T) {
 	const admin = "adm-7Hq2ZkP9sVtX4mWb"
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=" + admin}, "--addr", addr, "--data", t.TempDir(), "--log-level", "debug")
 	_, kb := p.do("POST", "/v1/keys", admin, `{"team":"acme","scopes":["read","write"],"name":"ci"}`)
 	key := mustJSON(t, kb)["key"].(string)
@@ -260,7 +261,7 @@ func TestKeysNeverLogged(t *testing.T) {
 // Limit flags reach the server: a key's request rate and the server's
 // stream count answer 429 with Retry-After; /metrics shows them.
 func TestLimitFlags(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k", "BUILDLOG_MAX_STREAMS=1"}, "--addr", addr, "--data", t.TempDir(),
 		"--rate-per-key", "5", "--rate-burst", "20")
 	p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"tb_lim"}`)
@@ -311,7 +312,7 @@ func TestLimitFlags(t *testing.T) {
 // --retention deletes finished builds, metadata and log, once they are
 // that old; unfinished builds stay. Reading a deleted build is 404.
 func TestRetention(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=k"}, "--addr", addr, "--data", t.TempDir(), "--retention", "1s")
 	for _, id := range []string{"tb_old", "tb_running"} {
 		p.do("POST", "/v1/templates/t/builds", "k", `{"build_id":"`+id+`"}`)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 )
 
 // The client examples of the three provider docs buildlog's dialects come
@@ -91,7 +93,7 @@ func needTools(t *testing.T, tools ...string) {
 // of a team, made through the API as a user would.
 func seedServer(t *testing.T) (*proc, string) {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	p := startServe(t, addr, []string{"BUILDLOG_ADMIN_KEY=adm"}, "--addr", addr, "--data", t.TempDir(), "--keepalive", "200ms")
 	code, body := p.do("POST", "/v1/keys", "adm", `{"team":"acme","scopes":["read","write"],"name":"seed"}`)
 	if code != 201 {
@@ -191,7 +193,7 @@ func TestSeedBCurl(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script)
 	cmd.Env = append(os.Environ(), "ORGO_API_KEY="+key, "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
-	out := &syncBuffer{}
+	out := &testkit.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

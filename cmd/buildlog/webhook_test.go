@@ -1,17 +1,11 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io"
-	"net"
-	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 )
 
 // A build finished just before kill -9 is delivered after the restart,
@@ -27,7 +21,7 @@ func TestWebhookSurvivesKill9(t *testing.T) {
 			} else {
 				args = append(args, "--data", t.TempDir())
 			}
-			addr, hookAddr := freeAddr(t), freeAddr(t)
+			addr, hookAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 			args = append(args, "--addr", addr)
 			env := []string{"BUILDLOG_ADMIN_KEY=k"}
 			p := startServe(t, addr, env, args...)
@@ -44,35 +38,10 @@ func TestWebhookSurvivesKill9(t *testing.T) {
 			}
 			p.kill()
 
-			type got struct {
-				id, sig string
-				body    []byte
-			}
-			var (
-				mu   sync.Mutex
-				reqs []got
-			)
-			arrived := make(chan struct{}, 100)
-			ln, err := net.Listen("tcp", hookAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				b, _ := io.ReadAll(r.Body)
-				mu.Lock()
-				reqs = append(reqs, got{r.Header.Get("Buildlog-Delivery"), r.Header.Get("Buildlog-Signature"), b})
-				mu.Unlock()
-				arrived <- struct{}{}
-			})}
-			go rs.Serve(ln)
-			t.Cleanup(func() { rs.Close() })
-
+			rc := testkit.NewReceiverOn(t, hookAddr, nil)
 			p = startServe(t, addr, env, args...)
-			select {
-			case <-arrived:
-			case <-time.After(60 * time.Second): // an attempt cut by the kill waits out its claim (30 s)
-				t.Fatalf("no delivery within 60 s of the restart\n%s", p.out)
-			}
+			// An attempt cut by the kill waits out its claim (30 s).
+			r := rc.NextWithin(t, 60*time.Second)
 			deadline := time.Now().Add(20 * time.Second)
 			for {
 				_, body := p.do("GET", "/v1/webhooks/"+hook["id"].(string)+"/deliveries", "k", "")
@@ -88,30 +57,14 @@ func TestWebhookSurvivesKill9(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(reqs) != 1 {
-				t.Fatalf("receiver got %d requests, want exactly 1", len(reqs))
+			if n := rc.Count(); n != 1 {
+				t.Fatalf("receiver got %d requests, want exactly 1", n)
 			}
-			r := reqs[0]
-			var ev struct {
-				ID, Type string
-				Build    struct {
-					BuildID string `json:"build_id"`
-					Status  string
-				}
+			ev := r.Event()
+			if ev.ID != r.Header.Get("Buildlog-Delivery") || ev.Type != "build.finished" || ev.Build == nil || ev.Build.ID != "tb_hook" || ev.Build.Status != "ready" {
+				t.Errorf("delivered %s (Buildlog-Delivery %s)", r.Body, r.Header.Get("Buildlog-Delivery"))
 			}
-			json.Unmarshal(r.body, &ev)
-			if ev.ID != r.id || ev.Type != "build.finished" || ev.Build.BuildID != "tb_hook" || ev.Build.Status != "ready" {
-				t.Errorf("delivered %s (Buildlog-Delivery %s)", r.body, r.id)
-			}
-			ts, mac, _ := strings.Cut(strings.TrimPrefix(r.sig, "t="), ",v1=")
-			m := hmac.New(sha256.New, []byte(hook["secret"].(string)))
-			m.Write([]byte(ts + "."))
-			m.Write(r.body)
-			if hex.EncodeToString(m.Sum(nil)) != mac {
-				t.Errorf("signature %q does not verify", r.sig)
-			}
+			testkit.Verify(t, hook["secret"].(string), r)
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"buildlog/internal/httpapi"
+	"buildlog/internal/testkit"
 )
 
 // BenchmarkAppendHTTP is the fleet's request, end to end over loopback:
@@ -21,7 +22,7 @@ import (
 //
 //	go test -run '^$' -bench AppendHTTP -benchmem -memprofile mem.out ./internal/httpapi
 func BenchmarkAppendHTTP(b *testing.B) {
-	st := openSQLite(b, b.TempDir())
+	st := testkit.OpenSQLite(b, b.TempDir())
 	secret, err := st.Secret(context.Background())
 	if err != nil {
 		b.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"buildlog/internal/httpapi"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // detachServer is an API behind a request recorder, as serve's request
@@ -30,7 +31,7 @@ type detachServer struct {
 
 func newDetachServer(t *testing.T, opts ...func(*httpapi.Config)) *detachServer {
 	t.Helper()
-	st := openSQLite(t, t.TempDir())
+	st := testkit.OpenSQLite(t, t.TempDir())
 	secret, err := st.Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)

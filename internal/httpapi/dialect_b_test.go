@@ -13,6 +13,7 @@ import (
 
 	"buildlog/internal/httpapi"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // versionBuild creates a build of template default/<name>/<version>.
@@ -243,7 +244,7 @@ func TestBFollowsUntilTerminal(t *testing.T) {
 		}
 		s.finish(id, "failed")
 	}()
-	evs := readEvents(t, sse.NewReader(br))
+	evs := testkit.ReadEvents(t, sse.NewReader(br))
 	if len(evs) != 16 {
 		t.Fatalf("%d frames, want 15 entries and the terminal one", len(evs))
 	}

@@ -15,6 +15,7 @@ import (
 	"buildlog"
 	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
+	"buildlog/internal/testkit"
 )
 
 // fuzzAPI is one real API on a real SQLite file, called in process (no
@@ -33,7 +34,7 @@ const fuzzDone, fuzzRunning = "tb_fz", "tb_fz_run"
 
 func newFuzzAPI(f *testing.F) *fuzzAPI {
 	f.Helper()
-	st := openSQLite(f, f.TempDir())
+	st := testkit.OpenSQLite(f, f.TempDir())
 	secret, _ := st.Secret(context.Background())
 	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, Keepalive: time.Hour,
 		Limits: buildlog.Limits{MaxBatch: 50, MaxMessage: 256}, MaxBody: 4096})
@@ -88,10 +89,9 @@ func (z *fuzzAPI) call(method, path, body, key string, hdr map[string]string) (i
 	// and an accepted body must be one the document allows. A fuzz target
 	// may not report through f, so a mismatch fails it as a panic, with
 	// the input it found.
-	checkerOnce.Do(func() { docChecker, checkerErr = apicheck.New(httpapi.Document()) })
-	if checkerErr == nil {
+	if doc, err := testkit.Doc(); err == nil {
 		x := &apicheck.Exchange{Request: req, RequestBody: []byte(body), Status: w.Code, Header: w.Result().Header, Body: b}
-		if err := docChecker.Check(x); err != nil {
+		if err := doc.Check(x); err != nil {
 			panic(fmt.Sprintf("openapi: %v", err))
 		}
 	}

@@ -9,15 +9,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"buildlog"
-	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
-	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 const adminKey = "adm_test_key"
@@ -33,7 +31,7 @@ type server struct {
 // newServer starts the real API over loopback on a real SQLite file.
 func newServer(t *testing.T, mod ...func(*httpapi.Config)) *server {
 	t.Helper()
-	return serverOn(t, openSQLite(t, t.TempDir()), mod...)
+	return serverOn(t, testkit.OpenSQLite(t, t.TempDir()), mod...)
 }
 
 // serverOn starts an API over loopback on st, which the caller owns.
@@ -55,34 +53,13 @@ func serverOn(t *testing.T, st buildlog.Store, mod ...func(*httpapi.Config)) *se
 	return s
 }
 
-// openSQLite opens a real SQLite store in dir, closed when the test ends.
-func openSQLite(tb testing.TB, dir string) *sqlite.Store {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
-}
-
-var (
-	checkerOnce sync.Once
-	docChecker  *apicheck.Checker
-	checkerErr  error
-)
-
 // checked puts h behind the OpenAPI checker: every response the test
 // gets, and every request body the API accepts, must be as GET
 // /openapi.json says, or the test fails. It is what keeps the document
 // and the handlers from drifting apart.
 func checked(t *testing.T, h http.Handler) http.Handler {
 	t.Helper()
-	checkerOnce.Do(func() { docChecker, checkerErr = apicheck.New(httpapi.Document()) })
-	if checkerErr != nil {
-		t.Fatal(checkerErr)
-	}
-	return docChecker.Handler(h, func(err error) { t.Errorf("openapi: %v", err) })
+	return testkit.MustDoc(t).Handler(h, func(err error) { t.Errorf("openapi: %v", err) })
 }
 
 type resp struct {
@@ -242,23 +219,7 @@ func (st *stream) all(t *testing.T, timeout time.Duration) []sse.Event {
 	t.Helper()
 	timer := time.AfterFunc(timeout, st.stop)
 	defer timer.Stop()
-	return readEvents(t, st.rd)
-}
-
-// readEvents reads events from rd to its end.
-func readEvents(t *testing.T, rd *sse.Reader) []sse.Event {
-	t.Helper()
-	var evs []sse.Event
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			return evs
-		}
-		if err != nil {
-			t.Fatalf("stream broke after %d events: %v", len(evs), err)
-		}
-		evs = append(evs, ev)
-	}
+	return testkit.ReadEvents(t, st.rd)
 }
 
 // checkDense asserts events carry ids from..from+len-1 and matching offsets.

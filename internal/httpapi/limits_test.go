@@ -21,6 +21,7 @@ import (
 	"buildlog/internal/metrics"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sse"
+	"buildlog/internal/testkit"
 )
 
 // wantRetryAfter checks a 429 carries a positive whole-seconds Retry-After.
@@ -139,8 +140,8 @@ func TestRevocationEndsStreams(t *testing.T) {
 // sharing the store within the keepalive interval.
 func TestRevocationEndsStreamsOnAnotherServer(t *testing.T) {
 	dir := t.TempDir()
-	one := serverOn(t, openSQLite(t, dir))
-	two := serverOn(t, openSQLite(t, dir), func(c *httpapi.Config) { c.Keepalive = 300 * time.Millisecond })
+	one := serverOn(t, testkit.OpenSQLite(t, dir))
+	two := serverOn(t, testkit.OpenSQLite(t, dir), func(c *httpapi.Config) { c.Keepalive = 300 * time.Millisecond })
 	id := one.newBuild(nil)
 	key, keyID := one.newKey(buildlog.DefaultTeam, "read")
 	st := two.open("/v1/templates/builds/"+id+"/logs?follow=true", key)
@@ -189,7 +190,7 @@ func (f *failingStore) Finish(ctx context.Context, id string, fin *buildlog.Fini
 // unstored; reads go on; the server recovers by itself; and a producer's
 // idempotent retries of the failed batches land exactly once.
 func TestStoreWriteFailure(t *testing.T) {
-	fs := &failingStore{Store: openSQLite(t, t.TempDir())}
+	fs := &failingStore{Store: testkit.OpenSQLite(t, t.TempDir())}
 	m := metrics.New()
 	s := serverOn(t, fs, func(c *httpapi.Config) { c.Metrics = m })
 	id := s.newBuild(nil)

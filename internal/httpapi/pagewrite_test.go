@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"buildlog/internal/httpapi"
+	"buildlog/internal/testkit"
 )
 
 // watchedWriter stands between the server and a handler: it notes the
@@ -55,32 +56,14 @@ func (w *watchedWriter) FlushError() error {
 
 func (w *watchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A page whose write fails stops there: it neither writes the rest of the
 // page (which could only fail too, or end a cut page as if whole) nor
 // hides the failure, whether it is a write mid-page to a client that
 // stopped reading or the page's last write.
 func TestPageStopsAtFailedWrite(t *testing.T) {
 	defer httpapi.SetStreamWriteTimeout(300 * time.Millisecond)()
-	st := openSQLite(t, t.TempDir())
-	var logs syncBuffer
+	st := testkit.OpenSQLite(t, t.TempDir())
+	var logs testkit.SyncBuffer
 	s := &server{t: t, store: st}
 	secret, err := st.Secret(context.Background())
 	if err != nil {

@@ -66,17 +66,17 @@ func pending(t *testing.T, s buildlog.Store) buildlog.DeliveryQueue {
 	return q
 }
 
-// eventBody is a delivery body, decoded.
-type eventBody struct {
+// EventBody is a delivery body, decoded: what a hook receives.
+type EventBody struct {
 	ID        string          `json:"id"`
 	Type      string          `json:"type"`
 	CreatedAt time.Time       `json:"created_at"`
 	Build     *buildlog.Build `json:"build"`
 }
 
-func decodeBody(t *testing.T, d *buildlog.Delivery) eventBody {
+func decodeBody(t *testing.T, d *buildlog.Delivery) EventBody {
 	t.Helper()
-	var b eventBody
+	var b EventBody
 	if err := json.Unmarshal(d.Body, &b); err != nil || b.Build == nil {
 		t.Fatalf("delivery body %s: %v", d.Body, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"buildlog"
 	"buildlog/internal/sqlite"
 	"buildlog/internal/sweep"
+	"buildlog/internal/testkit"
 )
 
 // countingStore counts DeleteFinished calls and their sizes.
@@ -27,7 +28,7 @@ func (c *countingStore) DeleteFinished(ctx context.Context, before time.Time, li
 // most Batch, and nothing else.
 func TestRetentionDeletesOldFinishedBuilds(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testkit.OpenSQLite(t, t.TempDir())
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(id string, at time.Time, finish bool) {
 		t.Helper()

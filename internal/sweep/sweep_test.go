@@ -8,8 +8,8 @@ import (
 
 	"buildlog"
 	"buildlog/internal/live"
-	"buildlog/internal/sqlite"
 	"buildlog/internal/sweep"
+	"buildlog/internal/testkit"
 	"buildlog/internal/wire"
 )
 
@@ -17,21 +17,9 @@ func batch(msg string) *buildlog.Batch {
 	return wire.NewBatch([]buildlog.Entry{{Timestamp: "2026-01-01T00:00:00Z", Kind: "message", Level: "info", Message: msg}}, nil, nil)
 }
 
-// openStore opens a real SQLite store in a fresh directory, closed when
-// the test ends.
-func openStore(t *testing.T) *sqlite.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 func TestIdleBuildsTimeOut(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st := testkit.OpenSQLite(t, t.TempDir())
 	hub := live.New(0)
 	store := hub.Publishing(st)
 

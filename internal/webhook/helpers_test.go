@@ -3,28 +3,20 @@ package webhook_test
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"buildlog"
-	"buildlog/internal/apicheck"
 	"buildlog/internal/httpapi"
 	"buildlog/internal/metrics"
 	"buildlog/internal/postgres"
-	"buildlog/internal/sqlite"
+	"buildlog/internal/testkit"
 	"buildlog/internal/webhook"
 )
 
@@ -75,30 +67,13 @@ func openPostgres(t *testing.T, dsn string) buildlog.Store {
 // eachStore runs fn on a fresh SQLite store and, when a PostgreSQL server
 // is given, on a fresh PostgreSQL one.
 func eachStore(t *testing.T, fn func(t *testing.T, st buildlog.Store)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, openSQLite(t)) })
+	t.Run("sqlite", func(t *testing.T) { fn(t, testkit.OpenSQLite(t, t.TempDir())) })
 	t.Run("postgres", func(t *testing.T) {
 		if pg == nil {
 			t.Skip("BUILDLOG_TEST_POSTGRES is unset: set it to a DSN of a server where tests may create databases")
 		}
 		fn(t, openPostgres(t, pgSchema(t)))
 	})
-}
-
-var (
-	checkerOnce sync.Once
-	checker     *apicheck.Checker
-	checkerErr  error
-)
-
-// docChecker holds the API's exchanges and the deliveries to the
-// OpenAPI document, as internal/httpapi's tests do.
-func docChecker(t *testing.T) *apicheck.Checker {
-	t.Helper()
-	checkerOnce.Do(func() { checker, checkerErr = apicheck.New(httpapi.Document()) })
-	if checkerErr != nil {
-		t.Fatal(checkerErr)
-	}
-	return checker
 }
 
 // server is the real HTTP API on a store, over loopback.
@@ -115,7 +90,7 @@ func newServer(t *testing.T, st buildlog.Store, allowPrivate bool) *server {
 		t.Fatal(err)
 	}
 	api := httpapi.New(httpapi.Config{Store: st, AdminKey: adminKey, Secret: secret, WebhookAllowPrivate: allowPrivate})
-	c := docChecker(t)
+	c := testkit.MustDoc(t)
 	ts := httptest.NewServer(c.Handler(api, func(err error) { t.Errorf("openapi: %v", err) }))
 	t.Cleanup(func() { api.Drain(); ts.Close() })
 	return &server{t: t, URL: ts.URL, api: api}
@@ -235,159 +210,4 @@ func startDeliverer(t *testing.T, st buildlog.Store, mod ...func(*webhook.Delive
 	go func() { defer close(done); d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return d
-}
-
-// request is what a receiver got.
-type request struct {
-	header http.Header
-	body   []byte
-	at     time.Time
-}
-
-func (r request) event() event {
-	var e event
-	json.Unmarshal(r.body, &e)
-	return e
-}
-
-type event struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	CreatedAt time.Time       `json:"created_at"`
-	Build     *buildlog.Build `json:"build"`
-}
-
-// receiver is a real HTTP server that records what it gets and answers
-// with respond(n) for its n-th request (from 1), 204 when respond is nil.
-type receiver struct {
-	*httptest.Server
-	t   *testing.T
-	got chan request
-	mu  sync.Mutex
-	n   int
-}
-
-func newReceiver(t *testing.T, respond func(n int, r *http.Request) int) *receiver {
-	return newRawReceiver(t, func(rc *receiver, w http.ResponseWriter, r *http.Request) {
-		n := rc.note(r)
-		code := http.StatusNoContent
-		if respond != nil {
-			code = respond(n, r)
-		}
-		w.WriteHeader(code)
-	})
-}
-
-// newRawReceiver is a receiver whose handler does all the answering;
-// it calls rc.note to record a request.
-func newRawReceiver(t *testing.T, h func(rc *receiver, w http.ResponseWriter, r *http.Request)) *receiver {
-	rc := &receiver{t: t, got: make(chan request, 1000)}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(rc, w, r) }))
-	t.Cleanup(rc.Close)
-	return rc
-}
-
-// note records r and returns its number, from 1.
-func (rc *receiver) note(r *http.Request) int {
-	body, _ := io.ReadAll(r.Body)
-	// What hooks receive is documented too, under the document's webhooks.
-	if err := docChecker(rc.t).CheckDelivery(r.Header, body); err != nil {
-		rc.t.Errorf("openapi: %v", err)
-	}
-	rc.mu.Lock()
-	rc.n++
-	n := rc.n
-	rc.mu.Unlock()
-	rc.got <- request{header: r.Header.Clone(), body: body, at: time.Now()}
-	return n
-}
-
-func (rc *receiver) count() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.n
-}
-
-// next waits for the receiver's next request.
-func (rc *receiver) next(t *testing.T) request {
-	t.Helper()
-	select {
-	case r := <-rc.got:
-		return r
-	case <-time.After(20 * time.Second):
-		t.Fatal("no delivery within 20 s")
-		return request{}
-	}
-}
-
-// verify checks a request's signature as a receiver would.
-func verify(t *testing.T, secret string, r request) {
-	t.Helper()
-	if err := checkSignature(secret, r); err != nil {
-		t.Error(err)
-	}
-}
-
-// checkSignature is a receiver's check: the HMAC-SHA256 of "<t>.<body>"
-// with the hook's secret, and a timestamp within 5 minutes.
-func checkSignature(secret string, r request) error {
-	sig := r.header.Get("Buildlog-Signature")
-	var ts, v1 string
-	for _, part := range strings.Split(sig, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			v1 = v
-		}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("Buildlog-Signature %q: no t=<unix seconds>", sig)
-	}
-	if d := r.at.Sub(time.Unix(sec, 0)); d < -5*time.Minute || d > 5*time.Minute {
-		return fmt.Errorf("Buildlog-Signature t=%s is %v away from the request", ts, d)
-	}
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(ts + "."))
-	mac.Write(r.body)
-	got, err := hex.DecodeString(v1)
-	if err != nil || !hmac.Equal(got, mac.Sum(nil)) {
-		return fmt.Errorf("Buildlog-Signature %q does not verify with the hook's secret", sig)
-	}
-	return nil
-}
-
-func openSQLite(t *testing.T) buildlog.Store {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// eventually polls cond for up to 20 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -3,7 +3,6 @@ package webhook_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"buildlog"
 	"buildlog/internal/metrics"
 	"buildlog/internal/sweep"
+	"buildlog/internal/testkit"
 	"buildlog/internal/webhook"
 )
 
@@ -23,7 +23,7 @@ import (
 func TestSignedDelivery(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		rc := newReceiver(t, nil)
+		rc := testkit.NewReceiver(t, nil)
 		startDeliverer(t, st, func(d *webhook.Deliverer) { d.Backoff = 0 }) // the defaults, as serve runs it
 		h := srv.hook(adminKey, "", rc.URL+"/hook")
 		if !slices.Equal(h.Events, buildlog.EventTypes) || h.Team != "default" || !strings.HasPrefix(h.Secret, "whsec_") {
@@ -32,55 +32,55 @@ func TestSignedDelivery(t *testing.T) {
 
 		srv.want(201, "POST", "/v1/templates/tmpl/builds", adminKey, map[string]any{"build_id": "b1"}, nil)
 		srv.want(200, "POST", "/v1/templates/builds/b1/logs", adminKey, []byte(`[{"message":"hello"}]`), nil)
-		started := rc.next(t)
+		started := rc.Next(t)
 		srv.want(200, "POST", "/v1/templates/builds/b1/finish", adminKey, map[string]any{"status": "ready"}, nil)
 		finishedAt := time.Now()
-		finished := rc.next(t)
-		if d := finished.at.Sub(finishedAt); d > time.Second {
+		finished := rc.Next(t)
+		if d := finished.At.Sub(finishedAt); d > time.Second {
 			t.Errorf("build.finished arrived %v after the finish was answered, want within 1 s", d)
 		}
 
 		for _, c := range []struct {
-			r      request
+			r      testkit.Delivery
 			typ    string
 			status buildlog.Status
 		}{{started, buildlog.EventBuildStarted, buildlog.StatusBuilding}, {finished, buildlog.EventBuildFinished, buildlog.StatusReady}} {
-			verify(t, h.Secret, c.r)
-			e := c.r.event()
+			testkit.Verify(t, h.Secret, c.r)
+			e := c.r.Event()
 			if e.Type != c.typ || e.ID == "" || e.Build == nil || e.Build.ID != "b1" || e.Build.Status != c.status {
-				t.Errorf("%s body: %s", c.typ, c.r.body)
+				t.Errorf("%s body: %s", c.typ, c.r.Body)
 			}
-			if got := c.r.header.Get("Buildlog-Event"); got != c.typ {
+			if got := c.r.Header.Get("Buildlog-Event"); got != c.typ {
 				t.Errorf("Buildlog-Event = %q, want %q", got, c.typ)
 			}
-			if got := c.r.header.Get("Buildlog-Delivery"); got != e.ID {
+			if got := c.r.Header.Get("Buildlog-Delivery"); got != e.ID {
 				t.Errorf("Buildlog-Delivery = %q, want the event id %q", got, e.ID)
 			}
-			if got := c.r.header.Get("Content-Type"); got != "application/json" {
+			if got := c.r.Header.Get("Content-Type"); got != "application/json" {
 				t.Errorf("Content-Type = %q", got)
 			}
 			if e.CreatedAt.IsZero() || time.Since(e.CreatedAt) > time.Minute {
 				t.Errorf("created_at = %v", e.CreatedAt)
 			}
 		}
-		if e := finished.event(); e.Build.FinishedAt == nil || e.Build.NextOffset != 2 || e.Build.EntryCount != 2 {
-			t.Errorf("build.finished's build: %s", finished.body)
+		if e := finished.Event(); e.Build.FinishedAt == nil || e.Build.NextOffset != 2 || e.Build.EntryCount != 2 {
+			t.Errorf("build.finished's build: %s", finished.Body)
 		}
 		// Tampering with the body breaks the signature.
 		forged := finished
-		forged.body = []byte(strings.Replace(string(finished.body), `"ready"`, `"failed"`, 1))
-		if checkSignature(h.Secret, forged) == nil {
+		forged.Body = []byte(strings.Replace(string(finished.Body), `"ready"`, `"failed"`, 1))
+		if testkit.CheckSignature(h.Secret, forged) == nil {
 			t.Error("a forged body verified")
 		}
 
-		eventually(t, "two delivered records", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 2 })
+		testkit.Eventually(t, 20*time.Second, "two delivered records", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 2 })
 		ds := srv.deliveries(adminKey, h.ID)
 		for _, d := range ds {
 			if d.Result != "delivered" || d.StatusCode != 204 || d.Attempt != 1 || d.Error != "" || d.BuildID != "b1" {
 				t.Errorf("record %+v: want delivered with 204 on attempt 1", d)
 			}
 		}
-		if ds[0].Event != buildlog.EventBuildFinished || ds[0].ID != finished.event().ID || ds[1].ID != started.event().ID {
+		if ds[0].Event != buildlog.EventBuildFinished || ds[0].ID != finished.Event().ID || ds[1].ID != started.Event().ID {
 			t.Errorf("records %+v: want build.finished then build.started (newest first), by event id", ds)
 		}
 	})
@@ -91,7 +91,7 @@ func TestSignedDelivery(t *testing.T) {
 func TestRetrySameEventID(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		rc := newReceiver(t, func(n int, _ *http.Request) int {
+		rc := testkit.NewReceiver(t, func(n int, _ *http.Request) int {
 			if n <= 2 {
 				return 500
 			}
@@ -102,14 +102,14 @@ func TestRetrySameEventID(t *testing.T) {
 		srv.build(adminKey, "r1", buildlog.StatusFailed)
 		var ids []string
 		for range 3 {
-			r := rc.next(t)
-			verify(t, h.Secret, r)
-			ids = append(ids, r.header.Get("Buildlog-Delivery"))
+			r := rc.Next(t)
+			testkit.Verify(t, h.Secret, r)
+			ids = append(ids, r.Header.Get("Buildlog-Delivery"))
 		}
 		if ids[0] == "" || ids[1] != ids[0] || ids[2] != ids[0] {
 			t.Errorf("event ids of the three attempts: %q, want one id", ids)
 		}
-		eventually(t, "three records", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 3 })
+		testkit.Eventually(t, 20*time.Second, "three records", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 3 })
 		ds := srv.deliveries(adminKey, h.ID)
 		for i, want := range []struct {
 			attempt, code int
@@ -124,7 +124,7 @@ func TestRetrySameEventID(t *testing.T) {
 			t.Errorf("a 500's error: %q", ds[1].Error)
 		}
 		time.Sleep(100 * time.Millisecond) // ten backoffs: a delivered event is not sent again
-		if n := rc.count(); n != 3 {
+		if n := rc.Count(); n != 3 {
 			t.Errorf("receiver got %d requests, want 3", n)
 		}
 	})
@@ -135,11 +135,11 @@ func TestRetrySameEventID(t *testing.T) {
 func TestReceiverDownThenUp(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		startDeliverer(t, st)
 		h := srv.hook(adminKey, "", "http://"+addr+"/in", buildlog.EventBuildFinished)
 		srv.build(adminKey, "d1", buildlog.StatusReady)
-		eventually(t, "a failed attempt", func() bool {
+		testkit.Eventually(t, 20*time.Second, "a failed attempt", func() bool {
 			ds := srv.deliveries(adminKey, h.ID)
 			return len(ds) > 0 && ds[len(ds)-1].Result == "retrying"
 		})
@@ -148,20 +148,11 @@ func TestReceiverDownThenUp(t *testing.T) {
 			t.Errorf("attempt at a closed port: %+v, want no status code and a connection error", d)
 		}
 
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("listen on %s again: %v", addr, err)
-		}
-		rc := &receiver{t: t, got: make(chan request, 10)}
-		rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rc.note(r) }))
-		rc.Listener.Close()
-		rc.Listener = ln
-		rc.Start()
-		t.Cleanup(rc.Close)
-		r := rc.next(t)
-		verify(t, h.Secret, r)
-		if e := r.event(); e.Type != buildlog.EventBuildFinished || e.Build.ID != "d1" || e.ID != failed[0].ID {
-			t.Errorf("after the receiver came up: %s, want d1's build.finished %s", r.body, failed[0].ID)
+		rc := testkit.NewReceiverOn(t, addr, nil)
+		r := rc.Next(t)
+		testkit.Verify(t, h.Secret, r)
+		if e := r.Event(); e.Type != buildlog.EventBuildFinished || e.Build.ID != "d1" || e.ID != failed[0].ID {
+			t.Errorf("after the receiver came up: %s, want d1's build.finished %s", r.Body, failed[0].ID)
 		}
 	})
 }
@@ -173,7 +164,7 @@ func TestTeams(t *testing.T) {
 		srv := newServer(t, st, true)
 		acmeKey, otherKey := srv.key("acme", "read", "write"), srv.key("other", "read", "write")
 		readKey := srv.key("acme", "read")
-		acme, other := newReceiver(t, nil), newReceiver(t, nil)
+		acme, other := testkit.NewReceiver(t, nil), testkit.NewReceiver(t, nil)
 		startDeliverer(t, st)
 		ha := srv.hook(adminKey, "acme", acme.URL, buildlog.EventBuildFinished)
 		ho := srv.hook(otherKey, "", other.URL, buildlog.EventBuildFinished)
@@ -185,13 +176,13 @@ func TestTeams(t *testing.T) {
 		srv.build(otherKey, "o1", buildlog.StatusReady)
 
 		got := map[string][]string{}
-		for name, rc := range map[string]*receiver{"acme": acme, "other": other} {
+		for name, rc := range map[string]*testkit.Receiver{"acme": acme, "other": other} {
 			n := 2
 			if name == "other" {
 				n = 1
 			}
 			for range n {
-				got[name] = append(got[name], rc.next(t).event().Build.ID)
+				got[name] = append(got[name], rc.Next(t).Event().Build.ID)
 			}
 			slices.Sort(got[name])
 		}
@@ -200,12 +191,12 @@ func TestTeams(t *testing.T) {
 		}
 		// Events are matched to hooks when they happen: with nothing
 		// pending, nothing else can arrive.
-		eventually(t, "an empty outbox", func() bool {
+		testkit.Eventually(t, 20*time.Second, "an empty outbox", func() bool {
 			q, err := st.PendingDeliveries(context.Background())
 			return err == nil && q.Pending == 0
 		})
-		if acme.count() != 2 || other.count() != 1 {
-			t.Errorf("requests: acme %d, other %d; want 2 and 1", acme.count(), other.count())
+		if acme.Count() != 2 || other.Count() != 1 {
+			t.Errorf("requests: acme %d, other %d; want 2 and 1", acme.Count(), other.Count())
 		}
 
 		var list struct{ Webhooks []createdHook }
@@ -245,28 +236,28 @@ func TestTeams(t *testing.T) {
 func TestDeletedHook(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		failing := newReceiver(t, func(int, *http.Request) int { return 500 })
-		ok := newReceiver(t, nil)
+		failing := testkit.NewReceiver(t, func(int, *http.Request) int { return 500 })
+		ok := testkit.NewReceiver(t, nil)
 		// Retries wait ≥ 150 ms, so the hook is deleted between attempts.
 		startDeliverer(t, st, func(d *webhook.Deliverer) { d.Backoff = 200 * time.Millisecond })
 		hx := srv.hook(adminKey, "", failing.URL, buildlog.EventBuildFinished)
 		srv.hook(adminKey, "", ok.URL, buildlog.EventBuildFinished)
 
 		srv.build(adminKey, "x1", buildlog.StatusReady)
-		ok.next(t)
-		failing.next(t)
-		eventually(t, "the failed attempt recorded", func() bool { return len(srv.deliveries(adminKey, hx.ID)) == 1 })
+		ok.Next(t)
+		failing.Next(t)
+		testkit.Eventually(t, 20*time.Second, "the failed attempt recorded", func() bool { return len(srv.deliveries(adminKey, hx.ID)) == 1 })
 		srv.want(204, "DELETE", "/v1/webhooks/"+hx.ID, adminKey, nil, nil)
 		if code, _ := srv.do("GET", "/v1/webhooks/"+hx.ID+"/deliveries", adminKey, nil); code != 404 {
 			t.Errorf("deliveries of a deleted hook: %d, want 404", code)
 		}
 
 		srv.build(adminKey, "x2", buildlog.StatusReady)
-		if e := ok.next(t).event(); e.Build.ID != "x2" {
+		if e := ok.Next(t).Event(); e.Build.ID != "x2" {
 			t.Errorf("the remaining hook got %s, want x2", e.Build.ID)
 		}
 		time.Sleep(500 * time.Millisecond) // past two more retries of x1, had they been made
-		if n := failing.count(); n != 1 {
+		if n := failing.Count(); n != 1 {
 			t.Errorf("deleted hook's receiver got %d requests, want the 1 before deletion", n)
 		}
 	})
@@ -294,17 +285,17 @@ func TestPrivateTargets(t *testing.T) {
 		// At delivery: made on a server that allows it, delivered by one
 		// that does not.
 		srv := newServer(t, st, true)
-		rc := newReceiver(t, nil)
+		rc := testkit.NewReceiver(t, nil)
 		startDeliverer(t, st, func(d *webhook.Deliverer) { d.AllowPrivate = false })
 		h := srv.hook(adminKey, "", rc.URL, buildlog.EventBuildFinished)
 		srv.build(adminKey, "p1", buildlog.StatusReady)
-		eventually(t, "a refused attempt", func() bool { return len(srv.deliveries(adminKey, h.ID)) > 0 })
+		testkit.Eventually(t, 20*time.Second, "a refused attempt", func() bool { return len(srv.deliveries(adminKey, h.ID)) > 0 })
 		d := srv.deliveries(adminKey, h.ID)[0]
 		if d.Result != "retrying" || d.StatusCode != 0 || !strings.Contains(d.Error, "refused: 127.0.0.1 is a loopback") {
 			t.Errorf("delivery to loopback without the flag: %+v", d)
 		}
-		if rc.count() != 0 {
-			t.Errorf("the receiver got %d requests, want none", rc.count())
+		if rc.Count() != 0 {
+			t.Errorf("the receiver got %d requests, want none", rc.Count())
 		}
 	})
 }
@@ -312,7 +303,7 @@ func TestPrivateTargets(t *testing.T) {
 // Bad hook requests are 400 (403 for a team a key may not name) and store
 // nothing.
 func TestCreateErrors(t *testing.T) {
-	st := openSQLite(t)
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := newServer(t, st, true)
 	writeKey := srv.key("acme", "write")
 	for _, c := range []struct {
@@ -358,7 +349,7 @@ func TestCreateErrors(t *testing.T) {
 func TestIdleTimeoutEmitsFinished(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		rc := newReceiver(t, nil)
+		rc := testkit.NewReceiver(t, nil)
 		startDeliverer(t, st)
 		srv.hook(adminKey, "", rc.URL, buildlog.EventBuildFinished)
 		srv.want(201, "POST", "/v1/templates/tmpl/builds", adminKey, map[string]any{"build_id": "idle1"}, nil)
@@ -367,7 +358,7 @@ func TestIdleTimeoutEmitsFinished(t *testing.T) {
 		if n, err := sw.Once(context.Background()); err != nil || n != 1 {
 			t.Fatalf("sweep: %d, %v; want 1 build timed out", n, err)
 		}
-		e := rc.next(t).event()
+		e := rc.Next(t).Event()
 		if e.Type != buildlog.EventBuildFinished || e.Build.ID != "idle1" || e.Build.Status != buildlog.StatusTimeout {
 			t.Errorf("after the idle sweep: %+v", e)
 		}
@@ -376,23 +367,23 @@ func TestIdleTimeoutEmitsFinished(t *testing.T) {
 
 // Redirects are not followed: the 3xx is the answer, and a failure.
 func TestNoRedirects(t *testing.T) {
-	st := openSQLite(t)
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := newServer(t, st, true)
-	elsewhere := newReceiver(t, nil)
-	rc := newRawReceiver(t, func(rc *receiver, w http.ResponseWriter, r *http.Request) {
-		rc.note(r)
+	elsewhere := testkit.NewReceiver(t, nil)
+	rc := testkit.NewRawReceiver(t, func(rc *testkit.Receiver, w http.ResponseWriter, r *http.Request) {
+		rc.Note(r)
 		http.Redirect(w, r, elsewhere.URL, http.StatusTemporaryRedirect)
 	})
 	startDeliverer(t, st)
 	h := srv.hook(adminKey, "", rc.URL, buildlog.EventBuildFinished)
 	srv.build(adminKey, "rd", buildlog.StatusReady)
-	eventually(t, "an attempt", func() bool { return len(srv.deliveries(adminKey, h.ID)) > 0 })
+	testkit.Eventually(t, 20*time.Second, "an attempt", func() bool { return len(srv.deliveries(adminKey, h.ID)) > 0 })
 	d := srv.deliveries(adminKey, h.ID)
 	if last := d[len(d)-1]; last.StatusCode != 307 || last.Result != "retrying" || !strings.Contains(last.Error, "redirects are not followed") {
 		t.Errorf("a redirect: %+v", last)
 	}
-	if elsewhere.count() != 0 {
-		t.Errorf("the redirect was followed: %d requests elsewhere", elsewhere.count())
+	if elsewhere.Count() != 0 {
+		t.Errorf("the redirect was followed: %d requests elsewhere", elsewhere.Count())
 	}
 }
 
@@ -406,18 +397,18 @@ func TestSlowReceiverDoesNotHoldUpOthers(t *testing.T) {
 			mu             sync.Mutex
 			inFlight, most int
 		)
-		slow := newRawReceiver(t, func(rc *receiver, w http.ResponseWriter, r *http.Request) {
+		slow := testkit.NewRawReceiver(t, func(rc *testkit.Receiver, w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
 			inFlight++
 			most = max(most, inFlight)
 			mu.Unlock()
-			rc.note(r)
+			rc.Note(r)
 			<-release
 			mu.Lock()
 			inFlight--
 			mu.Unlock()
 		})
-		fast := newReceiver(t, nil)
+		fast := testkit.NewReceiver(t, nil)
 		startDeliverer(t, st, func(d *webhook.Deliverer) { d.Workers, d.PerHook = 4, 2 })
 		srv.hook(adminKey, "slow", slow.URL, buildlog.EventBuildFinished)
 		srv.hook(adminKey, "fast", fast.URL, buildlog.EventBuildFinished)
@@ -425,17 +416,17 @@ func TestSlowReceiverDoesNotHoldUpOthers(t *testing.T) {
 		for _, id := range []string{"s1", "s2", "s3", "s4", "s5"} {
 			srv.build(slowKey, id, buildlog.StatusReady)
 		}
-		slow.next(t)
-		slow.next(t)
+		slow.Next(t)
+		slow.Next(t)
 		for _, id := range []string{"f1", "f2", "f3"} {
 			srv.build(fastKey, id, buildlog.StatusReady)
-			if e := fast.next(t).event(); e.Build.ID != id {
+			if e := fast.Next(t).Event(); e.Build.ID != id {
 				t.Errorf("fast hook got %s, want %s", e.Build.ID, id)
 			}
 		}
 		close(release)
 		for range 3 {
-			slow.next(t)
+			slow.Next(t)
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -450,12 +441,12 @@ func TestSlowReceiverDoesNotHoldUpOthers(t *testing.T) {
 func TestGivenUp(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
-		rc := newReceiver(t, func(int, *http.Request) int { return 503 })
+		rc := testkit.NewReceiver(t, func(int, *http.Request) int { return 503 })
 		m := metrics.New()
 		startDeliverer(t, st, func(d *webhook.Deliverer) { d.MaxAge, d.Metrics = 300*time.Millisecond, m })
 		h := srv.hook(adminKey, "", rc.URL, buildlog.EventBuildFinished)
 		srv.build(adminKey, "g1", buildlog.StatusReady)
-		eventually(t, "given up", func() bool {
+		testkit.Eventually(t, 20*time.Second, "given up", func() bool {
 			ds := srv.deliveries(adminKey, h.ID)
 			return len(ds) > 0 && ds[0].Result == "given_up"
 		})
@@ -466,10 +457,10 @@ func TestGivenUp(t *testing.T) {
 		if q, _ := st.PendingDeliveries(context.Background()); q.Pending != 0 {
 			t.Errorf("after giving up: %d pending", q.Pending)
 		}
-		n := rc.count()
+		n := rc.Count()
 		time.Sleep(200 * time.Millisecond)
-		if rc.count() != n {
-			t.Errorf("attempts after giving up: %d more", rc.count()-n)
+		if rc.Count() != n {
+			t.Errorf("attempts after giving up: %d more", rc.Count()-n)
 		}
 		body := scrape(t, m)
 		for _, want := range []string{`buildlog_webhook_deliveries_total{result="given_up"} 1`, `buildlog_webhook_deliveries_total{result="retrying"} `} {
@@ -482,15 +473,15 @@ func TestGivenUp(t *testing.T) {
 
 // Queue depth and the oldest pending event's age are exported.
 func TestQueueMetrics(t *testing.T) {
-	st := openSQLite(t)
+	st := testkit.OpenSQLite(t, t.TempDir())
 	srv := newServer(t, st, true)
 	m := metrics.New()
 	webhook.SetStatsEvery(t, 50*time.Millisecond)
 	startDeliverer(t, st, func(d *webhook.Deliverer) { d.Metrics, d.Backoff = m, time.Hour })
-	srv.hook(adminKey, "", "http://"+freeAddr(t)+"/", buildlog.EventBuildFinished)
+	srv.hook(adminKey, "", "http://"+testkit.FreeAddr(t)+"/", buildlog.EventBuildFinished)
 	srv.build(adminKey, "q1", buildlog.StatusReady)
 	srv.build(adminKey, "q2", buildlog.StatusReady)
-	eventually(t, "queue depth 2 exported", func() bool {
+	testkit.Eventually(t, 20*time.Second, "queue depth 2 exported", func() bool {
 		return strings.Contains(scrape(t, m), "buildlog_webhook_queue_depth 2\n")
 	})
 	if strings.Contains(scrape(t, m), "buildlog_webhook_oldest_pending_seconds 0\n") {
@@ -504,8 +495,8 @@ func TestShutdownReleasesClaim(t *testing.T) {
 	eachStore(t, func(t *testing.T, st buildlog.Store) {
 		srv := newServer(t, st, true)
 		hang := make(chan struct{})
-		rc := newRawReceiver(t, func(rc *receiver, w http.ResponseWriter, r *http.Request) {
-			if rc.note(r) == 1 {
+		rc := testkit.NewRawReceiver(t, func(rc *testkit.Receiver, w http.ResponseWriter, r *http.Request) {
+			if rc.Note(r) == 1 {
 				select {
 				case <-hang:
 				case <-r.Context().Done():
@@ -520,7 +511,7 @@ func TestShutdownReleasesClaim(t *testing.T) {
 		done := make(chan struct{})
 		go func() { defer close(done); d1.Run(ctx) }()
 		srv.build(adminKey, "sd", buildlog.StatusReady)
-		first := rc.next(t)
+		first := rc.Next(t)
 		cancel()
 		select {
 		case <-done:
@@ -529,11 +520,11 @@ func TestShutdownReleasesClaim(t *testing.T) {
 		}
 
 		startDeliverer(t, st) // a restart, or another server
-		second := rc.next(t)
-		if first.header.Get("Buildlog-Delivery") != second.header.Get("Buildlog-Delivery") {
-			t.Errorf("after the restart: event %s, want %s again", second.header.Get("Buildlog-Delivery"), first.header.Get("Buildlog-Delivery"))
+		second := rc.Next(t)
+		if first.Header.Get("Buildlog-Delivery") != second.Header.Get("Buildlog-Delivery") {
+			t.Errorf("after the restart: event %s, want %s again", second.Header.Get("Buildlog-Delivery"), first.Header.Get("Buildlog-Delivery"))
 		}
-		eventually(t, "the delivery recorded", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 1 })
+		testkit.Eventually(t, 20*time.Second, "the delivery recorded", func() bool { return len(srv.deliveries(adminKey, h.ID)) == 1 })
 		if d := srv.deliveries(adminKey, h.ID)[0]; d.Attempt != 1 || d.Result != "delivered" {
 			t.Errorf("record %+v: want attempt 1 delivered (the cut attempt is not counted)", d)
 		}
@@ -556,7 +547,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		tries    = map[string]int{}
 		overlaps []string
 	)
-	rc := newRawReceiver(t, func(rc *receiver, w http.ResponseWriter, r *http.Request) {
+	rc := testkit.NewRawReceiver(t, func(rc *testkit.Receiver, w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("Buildlog-Delivery")
 		mu.Lock()
 		if inFlight[id] {
@@ -570,7 +561,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		mu.Lock()
 		inFlight[id] = false
 		mu.Unlock()
-		rc.note(r)
+		rc.Note(r)
 		if n == 1 {
 			w.WriteHeader(500)
 		}
@@ -584,9 +575,9 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		srv.build(adminKey, fmt.Sprintf("pg%02d", i), buildlog.StatusReady)
 	}
 	for range 2 * builds {
-		rc.next(t)
+		rc.Next(t)
 	}
-	eventually(t, "an empty outbox", func() bool {
+	testkit.Eventually(t, 20*time.Second, "an empty outbox", func() bool {
 		q, err := a.PendingDeliveries(context.Background())
 		return err == nil && q.Pending == 0
 	})
