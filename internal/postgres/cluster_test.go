@@ -28,6 +28,7 @@ import (
 	"buildlog/internal/postgres"
 	"buildlog/internal/sse"
 	"buildlog/internal/storetest"
+	"buildlog/internal/testkit"
 )
 
 const adminKey = "adm_cluster_test"
@@ -46,8 +47,10 @@ type node struct {
 // returns once its listener is in place. Keepalives are off (an hour): a
 // keepalive makes a follower look at the store again, which would hide a
 // missed wake-up; here a missed wake-up leaves a follower stuck, and the
-// test fails.
-func startNode(t testing.TB, dsn string) *node {
+// test fails. With wrap, the API serves wrap(store) (which must stay a
+// CommitWatcher, for the API to treat it as the shared store it is) while
+// the node's listener works on the store itself.
+func startNode(t testing.TB, dsn string, wrap ...func(*postgres.Store) buildlog.Store) *node {
 	t.Helper()
 	n := &node{t: t, appName: fmt.Sprintf("buildlog-node-%08x", rand.Uint32()), hub: live.New(0)}
 	dsn, err := postgres.WithParam(dsn, "application_name", n.appName)
@@ -62,7 +65,11 @@ func startNode(t testing.TB, dsn string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.New(httpapi.Config{Store: n.store, Hub: n.hub, AdminKey: adminKey, Secret: secret, Keepalive: time.Hour})
+	var served buildlog.Store = n.store
+	for _, w := range wrap {
+		served = w(n.store)
+	}
+	api := httpapi.New(httpapi.Config{Store: served, Hub: n.hub, AdminKey: adminKey, Secret: secret, Keepalive: time.Hour})
 	bg, stop := context.WithCancel(ctx)
 	listening := make(chan struct{})
 	watched := make(chan struct{})
@@ -238,21 +245,14 @@ func (fl *follower) once(start uint64, pos *uint64) (done bool, err error) {
 			return false, transient{fmt.Errorf("follower %d from %d: stream ended at %d: %v", fl.f, start, *pos, err)}
 		}
 		now := time.Now()
-		var e struct {
-			Offset  uint64 `json:"offset"`
-			Kind    string `json:"kind"`
-			Message string `json:"message"`
-		}
-		if err := json.Unmarshal(ev.Data, &e); err != nil {
-			return false, err
-		}
-		if ev.ID != strconv.FormatUint(*pos, 10) || e.Offset != *pos {
-			return false, fmt.Errorf("follower %d from %d: got id %s offset %d, want %d", fl.f, start, ev.ID, e.Offset, *pos)
+		kind, err := testkit.FollowedEntry(ev, *pos)
+		if err != nil {
+			return false, fmt.Errorf("follower %d from %d: %w", fl.f, start, err)
 		}
 		if fl.arrived != nil {
-			fl.arrived(e.Offset, now)
+			fl.arrived(*pos, now)
 		}
-		if e.Kind == "end" {
+		if kind == "end" {
 			if *pos != uint64(fl.total) {
 				return false, fmt.Errorf("follower %d: terminal entry at %d, want %d", fl.f, *pos, fl.total)
 			}
@@ -261,9 +261,6 @@ func (fl *follower) once(start uint64, pos *uint64) (done bool, err error) {
 				return false, fmt.Errorf("follower %d: after the terminal entry: %v, want the end of the stream", fl.f, err)
 			}
 			return true, nil
-		}
-		if e.Message != "line "+strconv.FormatUint(*pos, 10) {
-			return false, fmt.Errorf("follower %d: offset %d carries %q", fl.f, *pos, e.Message)
 		}
 		*pos++
 	}
@@ -621,87 +618,6 @@ func TestClusterBackendsTerminated(t *testing.T) {
 	}
 }
 
-// proxy is a TCP relay to PostgreSQL that the test can take down and bring
-// back: to a server behind it, the database stops and restarts, while the
-// shared PostgreSQL server, which other tests use, stays up.
-type proxy struct {
-	target, addr string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{target: target, conns: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.ln != ln { // taken down meanwhile
-				p.mu.Unlock()
-				c.Close()
-				u.Close()
-				return
-			}
-			p.conns[c], p.conns[u] = true, true
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close(); c.Close() }()
-			go func() { io.Copy(c, u); u.Close(); c.Close() }()
-		}
-	}()
-}
-
-// down refuses new connections and cuts every open one.
-func (p *proxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// up listens again on the same address.
-func (p *proxy) up(t *testing.T) {
-	var err error
-	for range 100 {
-		var ln net.Listener
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			p.serve(ln)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
-}
-
 // TestClusterDatabaseDown stops the database under server 1 (through a
 // proxy) and starts it again. Meanwhile appends and /readyz on server 1
 // answer 503 with a JSON error, a reader that connects is turned away with
@@ -718,8 +634,11 @@ func TestClusterDatabaseDown(t *testing.T) {
 	if u.Port() == "" {
 		target = net.JoinHostPort(u.Hostname(), "5432")
 	}
-	px := newProxy(t, target)
-	u.Host = px.addr
+	// A TCP relay to PostgreSQL that the test takes down and brings back:
+	// to server 1 behind it, the database stops and restarts, while the
+	// shared PostgreSQL server, which other tests use, stays up.
+	px := testkit.NewProxy(t, target)
+	u.Host = px.Addr
 	one, two := startNode(t, u.String()), startNode(t, dsn)
 
 	const id = "tb_down"
@@ -745,7 +664,7 @@ func TestClusterDatabaseDown(t *testing.T) {
 	}
 	waitGroup(t, &caughtUp, "followers did not reach offset 9")
 
-	px.down()
+	px.Down()
 	for i := range 5 {
 		code, b, err := one.appendAt(id, 10, 5)
 		if err != nil || code != 503 || errorCode(b) != "unavailable" {
@@ -761,7 +680,7 @@ func TestClusterDatabaseDown(t *testing.T) {
 	// Server 2, on its own connection, goes on working meanwhile.
 	two.must(200, "GET", "/readyz", nil)
 
-	px.up(t)
+	px.Up(t)
 	// Recovery takes no restart: the producer's retries go through.
 	if err := p.append(10, time.Now().Add(20*time.Second)); err != nil {
 		t.Fatal(err)
@@ -973,5 +892,104 @@ func TestClusterRevocationSeenAtOnce(t *testing.T) {
 	json.Unmarshal(one.must(200, "GET", "/v1/templates/builds/tb_revoked", nil), &b)
 	if b.Next != 3 {
 		t.Errorf("next offset %d after the revoked key's append, want 3", b.Next)
+	}
+}
+
+// countingStore is the real PostgreSQL store with the calls followers make
+// counted. Embedding keeps it a CommitWatcher, so the API treats it as the
+// shared store it is.
+type countingStore struct {
+	*postgres.Store
+	reads, builds atomic.Int64
+}
+
+func (s *countingStore) ReadLog(ctx context.Context, id string, from uint64, max int) ([]buildlog.Chunk, error) {
+	s.reads.Add(1)
+	return s.Store.ReadLog(ctx, id, from, max)
+}
+
+func (s *countingStore) Build(ctx context.Context, id string) (*buildlog.Build, error) {
+	s.builds.Add(1)
+	return s.Store.Build(ctx, id)
+}
+
+// On the committing server each commit wakes the followers twice (its own
+// notice, then the database's); followers woken together share one store
+// read and one status check, so the store's load does not grow with the
+// number of followers.
+func TestFollowersShareStoreCalls(t *testing.T) {
+	var st *countingStore
+	n := startNode(t, postgres.FreshSchema(t), func(pg *postgres.Store) buildlog.Store {
+		st = &countingStore{Store: pg}
+		return st
+	})
+
+	const followers, commits = 40, 15
+	const id = "tb_fanout_share"
+	n.newBuild(id)
+	n.must(200, "POST", "/v1/templates/builds/"+id+"/logs", map[string]any{"entries": lines(0, 1), "first_offset": 0})
+
+	var got atomic.Int64 // entries received, over all followers
+	var wg sync.WaitGroup
+	errs := make(chan error, followers)
+	for range followers {
+		req, _ := http.NewRequest("GET", n.URL+"/v1/templates/builds/"+id+"/logs?follow=true", nil)
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 200 {
+			t.Fatalf("follow: %d", res.StatusCode)
+		}
+		wg.Go(func() {
+			defer res.Body.Close()
+			rd := sse.NewReader(res.Body)
+			for {
+				ev, err := rd.Next()
+				if err != nil {
+					errs <- err
+					return
+				}
+				got.Add(1)
+				if ev.ID == "16" { // the terminal entry
+					return
+				}
+			}
+		})
+	}
+	until := func(want int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for got.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("followers received %d entries, want %d", got.Load(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	until(followers)
+	time.Sleep(200 * time.Millisecond) // the first entry's notices have come and gone
+	reads0, builds0 := st.reads.Load(), st.builds.Load()
+	for c := 1; c <= commits; c++ {
+		n.must(200, "POST", "/v1/templates/builds/"+id+"/logs", map[string]any{"entries": lines(c, 1), "first_offset": c})
+		until(int64(followers * (c + 1)))
+		time.Sleep(20 * time.Millisecond) // let the database's notice of it arrive before the next
+	}
+	reads, builds := st.reads.Load()-reads0, st.builds.Load()-builds0
+	n.must(200, "POST", "/v1/templates/builds/"+id+"/finish", map[string]any{"status": "ready"})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Unshared, each commit costs every follower a status check on its
+	// second wake-up (and a read on each): followers × commits. Shared,
+	// a few per commit, however many follow: followers holding different
+	// wake channels (one read before the second notice, one after) are
+	// separate groups.
+	t.Logf("%d commits to %d followers: %d store reads, %d status checks", commits, followers, reads, builds)
+	if limit := int64(6 * commits); reads > limit || builds > limit {
+		t.Fatalf("%d commits to %d followers made %d store reads and %d status checks, want at most %d each",
+			commits, followers, reads, builds, limit)
 	}
 }
