@@ -570,26 +570,7 @@ func entries150(n int) []buildlog.Entry {
 // BenchmarkAppend appends 1000-entry batches round-robin over 100 builds,
 // one writer, each batch one transaction.
 func BenchmarkAppend(b *testing.B) {
-	s := open(b, freshSchema(b))
-	ctx := context.Background()
-	const builds, size = 100, 1000
-	for i := range builds {
-		if err := s.CreateBuild(ctx, storetest.NewBuild(fmt.Sprintf("bench-%d", i), storetest.At(0))); err != nil {
-			b.Fatal(err)
-		}
-	}
-	batch := wire.NewBatch(entries150(size), nil, nil)
-	bytesPerEntry := len(wire.EncodeBatch(batch, "bench-0", "tmpl_1", 0)) / size
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		if _, err := s.Append(ctx, fmt.Sprintf("bench-%d", i%builds), batch, storetest.At(1)); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	b.ReportMetric(float64(i*size)/b.Elapsed().Seconds(), "entries/s")
-	b.ReportMetric(float64(bytesPerEntry), "B/entry")
+	storetest.BenchAppend(b, open(b, freshSchema(b)), wire.NewBatch(entries150(1000), nil, nil))
 }
 
 // BenchmarkReadLog replays a 100,000-entry log from offset 0 a chunk at a

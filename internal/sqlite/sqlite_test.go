@@ -397,25 +397,7 @@ func benchBatch(n int) *buildlog.Batch {
 // BenchmarkAppend appends 1000-entry batches, each durably committed,
 // spread over 100 builds.
 func BenchmarkAppend(b *testing.B) {
-	s := openTest(b, b.TempDir())
-	ctx := context.Background()
-	const builds, perBatch = 100, 1000
-	for i := range builds {
-		if err := s.CreateBuild(ctx, storetest.NewBuild(fmt.Sprintf("bench-%d", i), storetest.At(0))); err != nil {
-			b.Fatal(err)
-		}
-	}
-	batch := benchBatch(perBatch)
-	bytesPerEntry := float64(len(wire.EncodeBatch(batch, "bench-0", "tmpl_1", 0))) / perBatch
-	i := 0
-	for b.Loop() {
-		if _, err := s.Append(ctx, fmt.Sprintf("bench-%d", i%builds), batch, storetest.At(1)); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	b.ReportMetric(float64(i*perBatch)/b.Elapsed().Seconds(), "entries/s")
-	b.ReportMetric(bytesPerEntry, "B/entry")
+	storetest.BenchAppend(b, openTest(b, b.TempDir()), benchBatch(1000))
 }
 
 // benchLog opens a store holding one build, id, of batches appends of
