@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"slices"
 	"testing"
 
@@ -124,21 +125,28 @@ func stripServerFields(t *testing.T, lines []byte) []byte {
 	return out.Bytes()
 }
 
-// FuzzDecodeNewBuild and FuzzDecodeFinish: the other producer bodies
-// refuse with a client error or accept, and never panic.
-func FuzzDecodeNewBuild(f *testing.F) {
-	for _, s := range []string{
-		`{}`, `{"build_id":"tb_1","namespace":"ns","name":"n","version":"1.0.0-rc.1+b5","total_steps":3,"max_attempts":2,"metadata":{"a":1},"team":"t","secrets":["s"]}`,
-		`{"build_id":"-bad"}`, `{"version":"v1.0.0"}`, `{"secrets":[""]}`, `{"x":1}`, `[]`, ``, `{"metadata":[]}`,
-	} {
+// fuzzBody fuzzes the decoder of a request body other than a batch from
+// seeds: whatever the body, decode refuses it with a client error or
+// accepts it, never panics, and what it accepts passes check.
+func fuzzBody[T any](f *testing.F, seeds []string, decode func([]byte) (T, error), check func(t *testing.T, v T)) {
+	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		nb, err := wire.DecodeNewBuild(body)
+		v, err := decode(body)
 		if err != nil {
 			wantClientError(t, err)
 			return
 		}
+		check(t, v)
+	})
+}
+
+func FuzzDecodeNewBuild(f *testing.F) {
+	fuzzBody(f, []string{
+		`{}`, `{"build_id":"tb_1","namespace":"ns","name":"n","version":"1.0.0-rc.1+b5","total_steps":3,"max_attempts":2,"metadata":{"a":1},"team":"t","secrets":["s"]}`,
+		`{"build_id":"-bad"}`, `{"version":"v1.0.0"}`, `{"secrets":[""]}`, `{"x":1}`, `[]`, ``, `{"metadata":[]}`,
+	}, wire.DecodeNewBuild, func(t *testing.T, nb *buildlog.NewBuild) {
 		if nb.BuildID != nil && !buildlog.ValidID(*nb.BuildID) {
 			t.Fatalf("build_id %q accepted", *nb.BuildID)
 		}
@@ -148,21 +156,23 @@ func FuzzDecodeNewBuild(f *testing.F) {
 	})
 }
 
+// newWebhook is what DecodeNewWebhook accepts: the hook and its parsed URL.
+type newWebhook struct {
+	hook *buildlog.NewWebhook
+	url  *url.URL
+}
+
 func FuzzDecodeNewWebhook(f *testing.F) {
-	for _, s := range []string{
+	fuzzBody(f, []string{
 		`{"url":"https://ci.example.com/h","events":["build.started","build.finished"],"team":"acme"}`,
 		`{"url":"http://[::1]:8080/x?y=1#z"}`, `{"url":"ftp://x"}`, `{"url":"http://h:99999/"}`, `{"url":"http:///p"}`,
 		`{"url":"https://h","events":[]}`, `{"url":"https://h","events":["build.exploded"]}`, `{"url":"https://h","secret":"s"}`,
 		`{"url":"https://h","team":"bad team"}`, `{}`, `[]`, ``,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
+	}, func(body []byte) (newWebhook, error) {
 		nw, u, err := wire.DecodeNewWebhook(body)
-		if err != nil {
-			wantClientError(t, err)
-			return
-		}
+		return newWebhook{nw, u}, err
+	}, func(t *testing.T, w newWebhook) {
+		nw, u := w.hook, w.url
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || len(nw.URL) > buildlog.MaxWebhookURL {
 			t.Fatalf("url %q accepted", nw.URL)
 		}
@@ -181,15 +191,10 @@ func FuzzDecodeNewWebhook(f *testing.F) {
 }
 
 func FuzzDecodeFinish(f *testing.F) {
-	for _, s := range []string{`{"status":"ready"}`, `{"status":"failed","message":"m","error_detail":{"x":1}}`, `{"status":"done"}`, `{}`, `[]`, ``, `{"status":"cancelled","result":{},"result_metadata":{}}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		fin, err := wire.DecodeFinish(body)
-		if err != nil {
-			wantClientError(t, err)
-			return
-		}
+	fuzzBody(f, []string{
+		`{"status":"ready"}`, `{"status":"failed","message":"m","error_detail":{"x":1}}`, `{"status":"done"}`, `{}`, `[]`, ``,
+		`{"status":"cancelled","result":{},"result_metadata":{}}`,
+	}, wire.DecodeFinish, func(t *testing.T, fin *buildlog.Finish) {
 		if !fin.Status.Terminal() {
 			t.Fatalf("finish with status %q accepted", fin.Status)
 		}
