@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -95,27 +96,12 @@ func (p *proc) kill() {
 
 func (p *proc) do(method, path, key, body string, hdr ...string) (int, []byte) {
 	p.t.Helper()
-	var rd io.Reader
+	var send any // "" is no body
 	if body != "" {
-		rd = strings.NewReader(body)
+		send = body
 	}
-	req, _ := http.NewRequest(method, p.URL+path, rd)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	checkExchange(p.t, req, body, res, b, err != nil)
+	res, b, err := testkit.Call(p.t, context.Background(), method, p.URL+path, key, send, hdr...)
+	checkExchange(p.t, res.Request, body, res, b, err != nil)
 	return res.StatusCode, b
 }
 

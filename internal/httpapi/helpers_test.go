@@ -1,11 +1,9 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -91,47 +89,12 @@ func (r resp) errMessage(t *testing.T) string {
 	return m.Error.Message
 }
 
-// do sends a request; body may be nil, []byte, string or a value to JSON-encode.
-// hdr are header name, value pairs.
+// do sends a request; body may be nil, []byte, string or a value to
+// JSON-encode (see testkit.NewRequest); hdr are header name, value pairs.
 func (s *server) do(method, path, key string, body any, hdr ...string) resp {
 	s.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = bytes.NewReader([]byte(b))
-	default:
-		j, _ := json.Marshal(b)
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, s.URL+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := send(req, key, hdr)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
+	res, b, _ := testkit.Call(s.t, context.Background(), method, s.URL+path, key, body, hdr...)
 	return resp{res.StatusCode, res.Header, b}
-}
-
-// send sends req with key as its bearer token (none for "") and hdr,
-// header name, value pairs, set on it.
-func send(req *http.Request, key string, hdr []string) (*http.Response, error) {
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	return http.DefaultClient.Do(req)
 }
 
 func (s *server) want(r resp, code int) resp {
@@ -201,8 +164,8 @@ type stream struct {
 func (s *server) open(path, key string, hdr ...string) *stream {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+path, nil)
-	res, err := send(req, key, hdr)
+	req, _ := testkit.NewRequest(ctx, "GET", s.URL+path, key, nil, hdr...)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
 		s.t.Fatalf("GET %s: %v", path, err)

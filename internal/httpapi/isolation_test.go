@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 )
 
 // The isolation matrix: on every route that reaches a build, team B's key
@@ -99,20 +100,9 @@ func TestIsolationMatrix(t *testing.T) {
 // ends instead of hanging the test.
 func (s *server) doCtx(ctx context.Context, method, path, key string, body any, hdr ...string) resp {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = strings.NewReader(body.(string))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
+	req, err := testkit.NewRequest(ctx, method, s.URL+path, key, body, hdr...)
 	if err != nil {
 		s.t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -113,24 +113,9 @@ func cluster(t testing.TB) (*node, *node) {
 // do sends a request; body may be nil or a value to JSON-encode. It returns
 // an error rather than failing, so that goroutines may call it.
 func (n *node) do(method, path string, body any, hdr ...string) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		j, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, n.URL+path, rd)
+	req, err := testkit.NewRequest(context.Background(), method, n.URL+path, adminKey, body, hdr...)
 	if err != nil {
 		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+adminKey)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -817,15 +802,7 @@ func (s lateStore) Append(ctx context.Context, id string, b *buildlog.Batch, now
 func TestLatePublishAfterRemoteCommit(t *testing.T) {
 	dsn := postgres.FreshSchema(t)
 	ctx := t.Context()
-	open := func() *postgres.Store {
-		s, err := postgres.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	one, two := open(), open()
+	one, two := testkit.OpenStore(t, postgres.Open, dsn), testkit.OpenStore(t, postgres.Open, dsn)
 	hub := live.New(0)
 	const id = "tb_late"
 	if err := one.CreateBuild(ctx, storetest.NewBuild(id, storetest.At(0))); err != nil {

@@ -13,6 +13,7 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -36,15 +37,22 @@ func FreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// OpenSQLite opens a real SQLite store in dir, closed when the test ends.
-func OpenSQLite(tb testing.TB, dir string) *sqlite.Store {
+// OpenStore opens a real store with open (sqlite.Open, postgres.Open) on
+// where (a directory, a DSN), closed when the test ends.
+func OpenStore[S io.Closer](tb testing.TB, open func(context.Context, string) (S, error), where string) S {
 	tb.Helper()
-	st, err := sqlite.Open(context.Background(), dir)
+	st, err := open(context.Background(), where)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
 	return st
+}
+
+// OpenSQLite opens a real SQLite store in dir, closed when the test ends.
+func OpenSQLite(tb testing.TB, dir string) *sqlite.Store {
+	tb.Helper()
+	return OpenStore(tb, sqlite.Open, dir)
 }
 
 // Eventually polls cond every 10 ms and fails the test, naming what it

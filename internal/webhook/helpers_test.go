@@ -1,12 +1,9 @@
 package webhook_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
@@ -54,16 +51,6 @@ func pgSchema(t *testing.T) string {
 	return dsn
 }
 
-func openPostgres(t *testing.T, dsn string) buildlog.Store {
-	t.Helper()
-	s, err := postgres.Open(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 // eachStore runs fn on a fresh SQLite store and, when a PostgreSQL server
 // is given, on a fresh PostgreSQL one.
 func eachStore(t *testing.T, fn func(t *testing.T, st buildlog.Store)) {
@@ -72,7 +59,7 @@ func eachStore(t *testing.T, fn func(t *testing.T, st buildlog.Store)) {
 		if pg == nil {
 			t.Skip("BUILDLOG_TEST_POSTGRES is unset: set it to a DSN of a server where tests may create databases")
 		}
-		fn(t, openPostgres(t, pgSchema(t)))
+		fn(t, testkit.OpenStore(t, postgres.Open, pgSchema(t)))
 	})
 }
 
@@ -99,27 +86,7 @@ func newServer(t *testing.T, st buildlog.Store, allowPrivate bool) *server {
 // do sends a JSON request and returns the status and body.
 func (s *server) do(method, path, key string, body any) (int, []byte) {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, ok := body.([]byte)
-		if !ok {
-			b, _ = json.Marshal(body)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.URL+path, rd)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
+	res, b, _ := testkit.Call(s.t, context.Background(), method, s.URL+path, key, body)
 	return res.StatusCode, b
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"buildlog"
 	"buildlog/internal/metrics"
+	"buildlog/internal/postgres"
 	"buildlog/internal/sweep"
 	"buildlog/internal/testkit"
 	"buildlog/internal/webhook"
@@ -539,7 +540,7 @@ func TestTwoServersOnPostgres(t *testing.T) {
 		t.Skip("BUILDLOG_TEST_POSTGRES is unset: set it to a DSN of a server where tests may create databases")
 	}
 	dsn := pgSchema(t)
-	a, b := openPostgres(t, dsn), openPostgres(t, dsn)
+	a, b := testkit.OpenStore(t, postgres.Open, dsn), testkit.OpenStore(t, postgres.Open, dsn)
 	srv := newServer(t, a, true)
 	var (
 		mu       sync.Mutex
