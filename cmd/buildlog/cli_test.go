@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"buildlog/internal/testkit"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -31,12 +32,10 @@ func TestCLI(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
 		Setup: func(env *testscript.Env) error {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			addr, err := testkit.FreeLoopback()
 			if err != nil {
 				return err
 			}
-			addr := l.Addr().String()
-			l.Close()
 			env.Setenv("PATH", filepath.Dir(binPath)+string(os.PathListSeparator)+env.Getenv("PATH"))
 			env.Setenv("ADDR", addr)
 			env.Setenv("BUILDLOG_URL", "http://"+addr)

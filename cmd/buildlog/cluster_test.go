@@ -50,11 +50,7 @@ func followSSE(t *testing.T, p *proc, path, key string, hdr ...string) *sseFollo
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, "GET", p.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
+	req, _ := testkit.NewRequest(ctx, "GET", p.URL+path, key, nil, hdr...)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -67,20 +63,12 @@ func followSSE(t *testing.T, p *proc, path, key string, hdr ...string) *sseFollo
 	f := &sseFollower{events: make(chan []sse.Event, 1), errc: make(chan error, 1)}
 	go func() {
 		defer res.Body.Close()
-		rd := sse.NewReader(res.Body)
-		var evs []sse.Event
-		for {
-			ev, err := rd.Next()
-			if err == io.EOF {
-				f.events <- evs
-				return
-			}
-			if err != nil {
-				f.errc <- fmt.Errorf("GET %s: stream broke after %d events: %v", path, len(evs), err)
-				return
-			}
-			evs = append(evs, ev)
+		evs, err := testkit.Events(sse.NewReader(res.Body))
+		if err != nil {
+			f.errc <- fmt.Errorf("GET %s: %w", path, err)
+			return
 		}
+		f.events <- evs
 	}()
 	return f
 }

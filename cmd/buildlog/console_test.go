@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"buildlog"
-
 	"buildlog/internal/testkit"
+
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 )

@@ -105,9 +105,7 @@ func seedServer(t *testing.T) (*proc, string) {
 // seedPost is a producer call that reports failure instead of ending the
 // test from a goroutine.
 func seedPost(p *proc, path, key, body string) error {
-	req, _ := http.NewRequest("POST", p.URL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
+	req, _ := testkit.NewRequest(context.Background(), "POST", p.URL+path, key, body)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

@@ -14,14 +14,25 @@ import (
 // breaks before its end fails the test.
 func ReadEvents(t testing.TB, rd *sse.Reader) []sse.Event {
 	t.Helper()
+	evs, err := Events(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// Events reads events from rd to the end of its stream. It reports a
+// stream that breaks before its end, with the events that came, rather
+// than failing, for readers on goroutines of their own.
+func Events(rd *sse.Reader) ([]sse.Event, error) {
 	var evs []sse.Event
 	for {
 		ev, err := rd.Next()
 		if err == io.EOF {
-			return evs
+			return evs, nil
 		}
 		if err != nil {
-			t.Fatalf("stream broke after %d events: %v", len(evs), err)
+			return evs, fmt.Errorf("stream broke after %d events: %w", len(evs), err)
 		}
 		evs = append(evs, ev)
 	}

@@ -29,12 +29,22 @@ import (
 // must be waited for until it says it listens.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FreeLoopback()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return addr
+}
+
+// FreeLoopback is FreeAddr for callers that have no testing.TB to fail,
+// such as a testscript Setup.
+func FreeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // OpenStore opens a real store with open (sqlite.Open, postgres.Open) on
