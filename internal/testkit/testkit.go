@@ -1,12 +1,13 @@
 // Package testkit holds what the tests of several packages need alike: a
-// free loopback address, a real SQLite store, the API's OpenAPI checker,
-// polling until a condition holds, a TCP proxy that fails on purpose, a
-// real webhook receiver and the reading of SSE streams. It is imported by
-// tests only; nothing here is a mock, every helper works on the real
-// thing over loopback or on disk.
+// free loopback address, a real store of either kind closed at cleanup,
+// the API's OpenAPI checker, API requests built one way, polling until a
+// condition holds, a TCP proxy that fails on purpose, a real webhook
+// receiver and the reading of SSE streams. It is imported by tests only;
+// nothing here is a mock, every helper works on the real thing over
+// loopback or on disk.
 //
-// It imports the SQLite store and the HTTP API, so the in-package tests
-// of those packages (and storetest, which their tests import) cannot use
+// It imports the SQLite store, the HTTP API and storetest, so the
+// in-package tests of those packages (and storetest itself) cannot use
 // it; their external tests can.
 package testkit
 
