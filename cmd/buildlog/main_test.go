@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,7 +99,7 @@ func (p *proc) do(method, path, key, body string, hdr ...string) (int, []byte) {
 	if body != "" {
 		send = body
 	}
-	res, b, err := testkit.Call(p.t, context.Background(), method, p.URL+path, key, send, hdr...)
+	res, b, err := testkit.Call(p.t, method, p.URL+path, key, send, hdr...)
 	checkExchange(p.t, res.Request, body, res, b, err != nil)
 	return res.StatusCode, b
 }

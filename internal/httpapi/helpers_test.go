@@ -93,7 +93,7 @@ func (r resp) errMessage(t *testing.T) string {
 // JSON-encode (see testkit.NewRequest); hdr are header name, value pairs.
 func (s *server) do(method, path, key string, body any, hdr ...string) resp {
 	s.t.Helper()
-	res, b, _ := testkit.Call(s.t, context.Background(), method, s.URL+path, key, body, hdr...)
+	res, b, _ := testkit.Call(s.t, method, s.URL+path, key, body, hdr...)
 	return resp{res.StatusCode, res.Header, b}
 }
 

@@ -49,9 +49,9 @@ func NewRequest(ctx context.Context, method, url, key string, body any, hdr ...s
 // the body. A request that cannot be built or sent fails the test; a body
 // cut short comes back as far as it came, with the error that cut it, for
 // the test to judge. The request sent is res.Request.
-func Call(t testing.TB, ctx context.Context, method, url, key string, body any, hdr ...string) (res *http.Response, b []byte, readErr error) {
+func Call(t testing.TB, method, url, key string, body any, hdr ...string) (res *http.Response, b []byte, readErr error) {
 	t.Helper()
-	req, err := NewRequest(ctx, method, url, key, body, hdr...)
+	req, err := NewRequest(context.Background(), method, url, key, body, hdr...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func newServer(t *testing.T, st buildlog.Store, allowPrivate bool) *server {
 // do sends a JSON request and returns the status and body.
 func (s *server) do(method, path, key string, body any) (int, []byte) {
 	s.t.Helper()
-	res, b, _ := testkit.Call(s.t, context.Background(), method, s.URL+path, key, body)
+	res, b, _ := testkit.Call(s.t, method, s.URL+path, key, body)
 	return res.StatusCode, b
 }
 
