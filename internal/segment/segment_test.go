@@ -2,6 +2,7 @@ package segment
 
 import (
 	"bytes"
+	"os"
 	"testing"
 )
 
@@ -29,5 +30,29 @@ func TestPlan(t *testing.T) {
 	// A running build keeps its newest bytes raw and plans full runs only.
 	if got := Plan(pieces, 150, false, 150); len(got) != 1 || got[0] != (Run{0, 2}) {
 		t.Errorf("Plan(running) = %v", got)
+	}
+}
+
+// BenchmarkDecode: 1 MiB segments (Target) of the storage corpus, real
+// build output, decoded as ReadLog decodes them.
+func BenchmarkDecode(b *testing.B) {
+	packed, err := os.ReadFile("../bench/testdata/corpus.txt.zst")
+	if err != nil {
+		b.Fatal(err)
+	}
+	text, err := Decode(Zstd, packed, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var segs [][]byte
+	for ; len(text) >= Target; text = text[Target:] {
+		segs = append(segs, Compress(text[:Target]))
+	}
+	b.SetBytes(Target)
+	b.ResetTimer()
+	for i := range b.N {
+		if out, err := Decode(Zstd, segs[i%len(segs)], Target); err != nil || len(out) != Target {
+			b.Fatal(len(out), err)
+		}
 	}
 }
