@@ -92,7 +92,10 @@ func (rec *recorder) keep(b []byte) {
 // The recorder is an httpapi.Observer, so that follow streams can still
 // leave net/http under it, and be checked.
 
-func (rec *recorder) ObserveDetach() { rec.detached = true }
+func (rec *recorder) ObserveDetach() {
+	rec.detached = true
+	rec.ResponseWriter = nil // see httpapi.Observer
+}
 
 func (rec *recorder) ObserveHeader(code int, h http.Header) {
 	if rec.status == 0 && code >= 200 {

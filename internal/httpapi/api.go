@@ -281,7 +281,13 @@ func (s *StatusRecorder) Status() int {
 // The StatusRecorder is an Observer: a follow stream sent from under it
 // tells it its status, and its end, which Record reports.
 
-func (s *StatusRecorder) ObserveDetach() { s.detached = true }
+// ObserveDetach lets go of the ResponseWriter: net/http's response holds
+// its connection's read and write buffers (8 KiB), which a stream sent
+// from under the recorder, for hours, would otherwise keep.
+func (s *StatusRecorder) ObserveDetach() {
+	s.detached = true
+	s.ResponseWriter = nil
+}
 
 func (s *StatusRecorder) ObserveHeader(status int, _ http.Header) { s.status = status }
 

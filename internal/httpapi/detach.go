@@ -118,7 +118,9 @@ type Observer interface {
 	http.ResponseWriter
 	Unwrap() http.ResponseWriter
 	// ObserveDetach says the response will be sent from under the
-	// observer, after its ServeHTTP has returned.
+	// observer, after its ServeHTTP has returned. The observer is to let
+	// go of the writer it wraps: that writer holds net/http's buffers for
+	// the connection, and the observer lives as long as the stream.
 	ObserveDetach()
 	// ObserveHeader is the status and headers, once, before any body.
 	ObserveHeader(status int, h http.Header)
