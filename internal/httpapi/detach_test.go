@@ -304,3 +304,61 @@ func TestWaitingFollowersHaveNoGoroutine(t *testing.T) {
 		d.wantDone(200)
 	}
 }
+
+// A taken-over stream keeps none of net/http's memory for its connection
+// (its 4 KiB read and write buffers, the response), although the
+// observers it was taken from under live as long as the stream: the
+// request log's recorder kept the response, and with it the buffers (at
+// 2,000 followers a child server's live heap during fan-out was 30 MB,
+// 6.7 MB once the observers let go).
+func TestTakenStreamsKeepNoConnectionBuffers(t *testing.T) {
+	d := newDetachServer(t, func(c *httpapi.Config) { c.Keepalive = time.Hour })
+	id := d.newBuild(nil)
+	d.append(id, msgs(0, 1))
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	// Bare connections, so that the client's side costs little beside
+	// the server's.
+	const n = 300
+	req := "GET /v1/templates/builds/" + id + "/logs?follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + adminKey + "\r\n\r\n"
+	conns := make([]net.Conn, n)
+	buf := make([]byte, 4096)
+	before := heap()
+	for i := range conns {
+		c, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		// Up to the first entry: the stream has been taken over and waits.
+		var got []byte
+		for !strings.Contains(string(got), "line 0") {
+			k, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("follower %d: %v after %q", i, err, got)
+			}
+			got = append(got, buf[:k]...)
+		}
+	}
+	per := float64(int64(heap())-int64(before)) / n
+	t.Logf("live heap per waiting follower, server and client: %.0f bytes", per)
+	// Measured: 6 KiB; 16 KiB with the recorder holding the response.
+	if per > 10<<10 {
+		t.Errorf("live heap per waiting follower %.0f bytes, want at most 10 KiB", per)
+	}
+	// Having let go of the response, the recorder still hears each end.
+	for _, c := range conns {
+		c.Close()
+		d.wantDone(200)
+	}
+}
