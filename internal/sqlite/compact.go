@@ -161,11 +161,17 @@ func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []s
 				VALUES (?, ?, ?, ?, ?, ?, ?)`, id, int64(seg.First), seg.Count, b2i(seg.Terminal), seg.Data, segment.Zstd, seg.Size); err != nil {
 				return err
 			}
-			for _, h := range seg.Hashes {
-				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO batch_hashes (build_id, first_offset, count, hash)
-					VALUES (?, ?, ?, ?)`, id, int64(h.First), h.Count, h.Sum); err != nil {
+			for hs := seg.Hashes; len(hs) > 0; {
+				n := rowCount(len(hs))
+				args := make([]any, 0, 1+3*n)
+				args = append(args, id)
+				for _, h := range hs[:n] {
+					args = append(args, int64(h.First), h.Count, h.Sum)
+				}
+				if _, err := tx.StmtContext(ctx, l.s.stmt(insertHashes(n))).ExecContext(ctx, args...); err != nil {
 					return err
 				}
+				hs = hs[n:]
 			}
 		}
 		if finished {

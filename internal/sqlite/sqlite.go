@@ -202,6 +202,14 @@ func insertChunks(n int) string {
 		strings.Repeat("(?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?)`
 }
 
+// insertHashes is the INSERT of n batch hashes of one build (?1) that a
+// compaction swap keeps: a segment of a fleet build replaces a few hundred
+// chunks, and a statement each was most of the swap's time.
+func insertHashes(n int) string {
+	return `INSERT OR IGNORE INTO batch_hashes (build_id, first_offset, count, hash) VALUES ` +
+		strings.Repeat("(?1, ?, ?, ?), ", n-1) + `(?1, ?, ?, ?)`
+}
+
 // updateBuilds is the UPDATE a group makes to n builds' rows. There is one
 // per case, so that an append rewrites only what changes: assigning an
 // indexed column rewrites its index entry even to the same value (start:
@@ -267,7 +275,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		*p.stmt = stmt
 	}
 	for _, n := range rowCounts {
-		texts := []string{insertChunks(n)}
+		texts := []string{insertChunks(n), insertHashes(n)}
 		for _, start := range []bool{false, true} {
 			for _, activity := range []bool{false, true} {
 				texts = append(texts, updateBuilds(start, activity, n))
