@@ -385,13 +385,15 @@ func TestKillKeepsAcknowledged(t *testing.T) {
 
 // benchBatch is a batch of n entries of about 150 bytes each as stored
 // (the size MEASUREMENTS.md used), like a package manager's output.
-func benchBatch(n int) *buildlog.Batch {
+func benchBatch(n int) *buildlog.Batch { return wire.NewBatch(benchEntries(n), nil, nil) }
+
+func benchEntries(n int) []buildlog.Entry {
 	es := make([]buildlog.Entry, n)
 	for i := range es {
 		es[i] = buildlog.Entry{Timestamp: "2026-03-17T00:00:12Z", Kind: buildlog.KindMessage, Level: buildlog.LevelInfo,
 			Message: fmt.Sprintf("npm: added %d packages", 100+i%900)}
 	}
-	return wire.NewBatch(es, nil, nil)
+	return es
 }
 
 // BenchmarkAppend appends 1000-entry batches, each durably committed,
@@ -495,12 +497,19 @@ func BenchmarkFleetAppend(b *testing.B) {
 
 // BenchmarkCompactFleet compacts 256 finished builds whose 10-entry
 // appends were interleaved the way a fleet writes them, so that each
-// build's chunks are spread over pages it shares with the others.
+// build's chunks are spread over pages it shares with the others. Each
+// append names its first_offset, as the fleet's producers do, so each
+// carries a batch hash that compaction keeps for retries.
 func BenchmarkCompactFleet(b *testing.B) {
 	s := openTest(b, b.TempDir())
 	ctx := context.Background()
 	const builds, appends = 256, 200
-	batch := benchBatch(10)
+	entries := benchEntries(10)
+	batches := make([]*buildlog.Batch, appends)
+	for k := range batches {
+		first := uint64(k * len(entries))
+		batches[k] = wire.NewBatch(entries, &first, wire.HashEntries(entries))
+	}
 	round := 0
 	var appending time.Duration
 	for b.Loop() {
@@ -516,7 +525,7 @@ func BenchmarkCompactFleet(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for range appends {
+				for _, batch := range batches {
 					if _, err := s.Append(ctx, id, batch, storetest.At(1)); err != nil {
 						b.Error(err)
 						return
