@@ -15,7 +15,9 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +41,24 @@ func FreeAddr(t testing.TB) string {
 
 // FreeLoopback is FreeAddr for callers that have no testing.TB to fail,
 // such as a testscript Setup.
+//
+// The port is below Linux's ephemeral range (32768–60999 by default), in
+// which every listener on port 0 and every outgoing connection's own port
+// is chosen: tests open thousands of connections at once, and a port
+// freed there was, once in a while, taken as one's source port before a
+// `buildlog serve` child could listen on it. Below it only other callers
+// of this function pick ports, at random.
 func FreeLoopback() (string, error) {
+	for range 100 {
+		port := freeLow + rand.IntN(freeHigh-freeLow)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -47,6 +66,9 @@ func FreeLoopback() (string, error) {
 	defer l.Close()
 	return l.Addr().String(), nil
 }
+
+// The ports FreeLoopback picks from.
+const freeLow, freeHigh = 20000, 32000
 
 // OpenStore opens a real store with open (sqlite.Open, postgres.Open) on
 // where (a directory, a DSN), closed when the test ends.
