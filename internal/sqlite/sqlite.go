@@ -313,6 +313,14 @@ func dsn(path string, readOnly bool) string {
 		// them again at commit.
 		q.Add("_pragma", "cache_size(-"+strconv.Itoa(writerCacheKiB)+")")
 		q.Set("_journal_mode", "WAL")
+		// A multi-row statement inside a transaction keeps a statement
+		// journal (the pages it changes, as they were, should it abort
+		// halfway), and past 64 KiB SQLite spills that to a temporary
+		// file: a group's chunk insert, which touches a chunks-index page
+		// per build, wrote about as many bytes there as to the WAL, one
+		// pwrite a page. In memory it is a copy and no system call
+		// (fleet, 256 builds: ~7% less server CPU per append).
+		q.Add("_pragma", "temp_store(MEMORY)")
 		// FULL syncs the WAL on every commit: NORMAL would survive a
 		// process crash but could lose acknowledged commits on power loss.
 		q.Set("_synchronous", "FULL")
