@@ -181,24 +181,34 @@ func scanID(row scanner) (string, error) {
 // DeleteFinished deletes up to limit builds (all when limit ≤ 0) that
 // finished before t, oldest first; their chunks go with them (ON DELETE
 // CASCADE), in the same transaction.
+//
+// One statement a build: the writer keeps each statement's journal (the
+// pages it changes, as they were) in memory (see dsn), so a statement
+// deleting a hundred builds' logs at once would hold all their pages;
+// one build's is bounded by the size cap.
 func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
-	var n int64
+	var n int
 	// Through the writer, alone: a delete ordered with every append and
 	// finish cannot race them, and its length holds up no group.
 	r := &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM builds WHERE id IN (
-			SELECT id FROM builds WHERE finished_at IS NOT NULL AND finished_at < ?
-			ORDER BY finished_at, id LIMIT ?)`, nanos(before), sqlLimit(limit))
+		n = 0
+		ids, err := queryAll(ctx, tx, "delete finished", scanID, `SELECT id FROM builds
+			WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at, id LIMIT ?`, nanos(before), sqlLimit(limit))
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
-		return err
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM builds WHERE id = ?`, id); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
 	}}}
 	if err := s.Q.Do(ctx, r); err != nil {
 		return 0, wrap("delete finished", err)
 	}
-	return int(n), nil
+	return n, nil
 }
 
 // sqlLimit maps "no limit" (≤ 0) to SQLite's -1.

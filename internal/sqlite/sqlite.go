@@ -319,7 +319,11 @@ func dsn(path string, readOnly bool) string {
 		// file: a group's chunk insert, which touches a chunks-index page
 		// per build, wrote about as many bytes there as to the WAL, one
 		// pwrite a page. In memory it is a copy and no system call
-		// (fleet, 256 builds: ~7% less server CPU per append).
+		// (fleet, 256 builds: ~7% less server CPU per append). It holds
+		// the B-tree pages one statement changes (freed overflow pages
+		// are not kept), and every statement of the writer is bounded:
+		// a group's by group.DefaultLimits, a compaction turn's by its
+		// rows, retention's by one build's log (DeleteFinished).
 		q.Add("_pragma", "temp_store(MEMORY)")
 		// FULL syncs the WAL on every commit: NORMAL would survive a
 		// process crash but could lose acknowledged commits on power loss.
@@ -498,9 +502,11 @@ func wrap(op string, err error) error {
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
 
-// queryAll runs q on db and scans every row it returns; op names the
-// operation in the errors. No rows is a nil slice.
-func queryAll[T any](ctx context.Context, db *sql.DB, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+// queryAll runs q on db (a pool or a transaction) and scans every row it
+// returns; op names the operation in the errors. No rows is a nil slice.
+func queryAll[T any](ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, wrap(op, err)
