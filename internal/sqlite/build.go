@@ -192,8 +192,12 @@ func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int)
 	// finish cannot race them, and its length holds up no group.
 	r := &request{Alone: true, Op: &op{Bulk: func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
-		ids, err := queryAll(ctx, tx, "delete finished", scanID, `SELECT id FROM builds
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds
 			WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at, id LIMIT ?`, nanos(before), sqlLimit(limit))
+		if err != nil {
+			return err
+		}
+		ids, err := collect(rows)
 		if err != nil {
 			return err
 		}

@@ -502,11 +502,9 @@ func wrap(op string, err error) error {
 	return fmt.Errorf("sqlite: %s: %w", op, err)
 }
 
-// queryAll runs q on db (a pool or a transaction) and scans every row it
-// returns; op names the operation in the errors. No rows is a nil slice.
-func queryAll[T any](ctx context.Context, db interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+// queryAll runs q on db and scans every row it returns; op names the
+// operation in the errors. No rows is a nil slice.
+func queryAll[T any](ctx context.Context, db *sql.DB, op string, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, wrap(op, err)
