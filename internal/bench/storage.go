@@ -248,7 +248,7 @@ func (r *runner) storage(ctx context.Context) error {
 	c := newClient(st.srv.URL, st.srv.Key, 2)
 	defer c.close()
 	// What the store takes before any build: every table's and index's
-	// first page (SQLite's are 16 KiB), a cost per database, not per log.
+	// first page (8 KiB in a store created now), a cost per database, not per log.
 	empty, err := st.db.inUse(ctx)
 	if err != nil {
 		return err

@@ -55,27 +55,3 @@ func fileSize(t *testing.T, path string) int64 {
 	}
 	return fi.Size()
 }
-
-// The writer's settings are what the store's durability and its fleet
-// figures rest on; a change to any of them should be a decision, not a
-// slip in dsn.
-func TestWriterSettings(t *testing.T) {
-	s := openTest(t, t.TempDir())
-	ctx := context.Background()
-	for _, c := range []struct {
-		pragma string
-		want   string
-	}{
-		{"journal_mode", "wal"},
-		{"synchronous", "2"}, // FULL: every commit syncs the WAL
-		{"foreign_keys", "1"},
-		{"temp_store", "2"}, // MEMORY: statement journals never reach a file
-		{"page_size", "16384"},
-		{"cache_size", "-65536"},
-	} {
-		var got string
-		if err := s.w.QueryRowContext(ctx, "PRAGMA "+c.pragma).Scan(&got); err != nil || got != c.want {
-			t.Errorf("writer's %s = %q, %v; want %q", c.pragma, got, err, c.want)
-		}
-	}
-}

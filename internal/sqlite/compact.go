@@ -190,7 +190,7 @@ func (l compactLog) Swap(ctx context.Context, id string, finished bool, segs []s
 }
 
 // collectPerTurn bounds the leftovers one writer turn deletes: in the
-// worst case (no two on a page) that is as many 16 KiB pages rewritten.
+// worst case (no two on a page) that is as many pages rewritten.
 const collectPerTurn = 1024
 
 // Collect deletes the leftovers of every swap so far (see Swap), in rowid

@@ -256,7 +256,9 @@ func TestPragmas(t *testing.T) {
 		{s.w, "writer", "synchronous", "2"}, // FULL
 		{s.w, "writer", "foreign_keys", "1"},
 		{s.w, "writer", "busy_timeout", "10000"},
-		{s.w, "writer", "page_size", "16384"},
+		{s.w, "writer", "page_size", "8192"},
+		{s.w, "writer", "temp_store", "2"}, // MEMORY: statement journals never reach a file
+		{s.w, "writer", "cache_size", "-65536"},
 		{s.r, "reader", "journal_mode", "wal"},
 		{s.r, "reader", "query_only", "1"},
 		{s.r, "reader", "busy_timeout", "10000"},
