@@ -32,7 +32,7 @@ func TestBackgroundCheckpoint(t *testing.T) {
 	if err := s.w.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&frames); err != nil || frames != writerCheckpointPages {
 		t.Fatalf("writer's wal_autocheckpoint = %d, %v; want %d", frames, err, writerCheckpointPages)
 	}
-	// ~1.6 MB of chunks is some 400 pages, far below the writer's mark:
+	// ~1.6 MB of chunks is ~200 pages of 8 KiB, far below the writer's mark:
 	// only the background checkpoint can have copied them.
 	deadline := time.Now().Add(15 * time.Second)
 	for fileSize(t, db) < before+1<<20 {
