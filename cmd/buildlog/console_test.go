@@ -126,7 +126,10 @@ func evalJS[T any](p *page, expr string) T {
 
 // waitJS waits until expr is true; debug is evaluated for the failure
 // message. A navigation under way (after a click on a link) destroys the
-// page's script context, so a poll that loses its context starts again.
+// page's script context, so a poll that loses its context starts again;
+// and the new page's script may run before its parser has made the
+// elements expr reads, so an expr that throws is not true yet (it failed
+// CI once: the new URL already, no b-status element yet).
 func (p *page) waitJS(what, expr, debug string, timeout time.Duration) {
 	p.t.Helper()
 	began := time.Now()
@@ -134,7 +137,7 @@ func (p *page) waitJS(what, expr, debug string, timeout time.Duration) {
 	for {
 		left := time.Until(deadline)
 		ctx, cancel := context.WithTimeout(p.ctx, left+5*time.Second)
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool]("!!("+expr+")",
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool]("(() => { try { return !!("+expr+") } catch { return false } })()",
 			chromedp.WithPollingTimeout(left), chromedp.WithPollingInterval(50*time.Millisecond)))
 		cancel()
 		if err == nil {
@@ -143,13 +146,14 @@ func (p *page) waitJS(what, expr, debug string, timeout time.Duration) {
 			}
 			return
 		}
-		if left > 0 && (strings.Contains(err.Error(), "context with specified id") || strings.Contains(err.Error(), "context was destroyed")) {
+		if left > 0 && (strings.Contains(err.Error(), "context with specified id") || strings.Contains(err.Error(), "context was destroyed") ||
+			strings.Contains(err.Error(), "Inspected target navigated or closed")) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		got := ""
 		if debug != "" {
-			got = evalJS[string](p, "JSON.stringify("+debug+")")
+			got = evalJS[string](p, "(() => { try { return JSON.stringify("+debug+") } catch (e) { return 'throws ' + e } })()")
 		}
 		p.t.Fatalf("waiting for %s: %v\ngot: %s", what, err, got)
 	}
