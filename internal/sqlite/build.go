@@ -185,7 +185,7 @@ func scanID(row scanner) (string, error) {
 // One statement a build: the writer keeps each statement's journal (the
 // pages it changes, as they were) in memory (see dsn), so a statement
 // deleting a hundred builds' logs at once would hold all their pages;
-// one build's is bounded by the size cap.
+// one build's is bounded by the size cap (with none, by its log).
 func (s *Store) DeleteFinished(ctx context.Context, before time.Time, limit int) (int, error) {
 	var n int
 	// Through the writer, alone: a delete ordered with every append and

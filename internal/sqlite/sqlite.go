@@ -304,9 +304,10 @@ func dsn(path string, readOnly bool) string {
 		// 8 KiB pages. A group commit rewrites a page of the chunks index
 		// per build in it and a WAL frame is a whole page, so smaller pages
 		// write less per append; larger ones make fewer overflow pages of a
-		// big chunk. Measured against 16 KiB (docs/PERFORMANCE.md): fleets
-		// and single appends a little faster, big-batch ingest 3–4% slower,
-		// a compacted log's pages 15% fewer; 4 KiB slowed the fleet. It
+		// big chunk. Measured against 16 KiB (docs/PERFORMANCE.md): a
+		// compacted log's pages 15% fewer, single appends a little faster,
+		// big-batch ingest 3–4% slower, fleets the same within the noise;
+		// 4 KiB slowed the fleet. It
 		// takes effect only when the file is created: an existing store
 		// keeps its page size.
 		q.Add("_pragma", "page_size(8192)")
@@ -322,8 +323,9 @@ func dsn(path string, readOnly bool) string {
 		// halfway), and past 64 KiB SQLite spills that to a temporary
 		// file: a group's chunk insert, which touches a chunks-index page
 		// per build, wrote about as many bytes there as to the WAL, one
-		// pwrite a page. In memory it is a copy and no system call
-		// (fleet, 256 builds: ~7% less server CPU per append). It holds
+		// pwrite a page. In memory it is a copy and no system call (the
+		// fleet's gain from it is within the noise, docs/PERFORMANCE.md;
+		// the system calls are gone from its profile). It holds
 		// the B-tree pages one statement changes (freed overflow pages
 		// are not kept), and every statement of the writer is bounded:
 		// a group's by group.DefaultLimits, a compaction turn's by its
