@@ -123,13 +123,20 @@ func decodeFastNDJSON(body []byte, lim buildlog.Limits) ([]buildlog.Entry, *uint
 }
 
 // entryCount guesses how many entries body holds, to size the slice
-// once: every entry has a "message" key, and a value that is the word
-// "message" only makes the guess high. A guess from the body's length
-// (128 bytes an entry) fell short for typical entries of ~110 bytes, and
-// growing the slice once copied and doubled its 288-byte elements.
+// once. Every entry object ends in a brace, so their count is an upper
+// bound that nested objects and braces in strings only make high; it is
+// counted a vector at a time, where counting the "message" keys (as
+// before) searched for every quote: 6% of the server's CPU at 1,000-entry
+// appends. A guess from the body's length alone fell short for typical
+// entries and growing the slice copied its 288-byte elements, so length
+// only bounds the guess: no entry is shorter than minEntry bytes, which
+// keeps a body of braces from sizing a slice 288 times its own size.
 func entryCount(body []byte, lim buildlog.Limits) int {
-	return min(max(bytes.Count(body, []byte(`"message"`)), 1), lim.MaxBatch)
+	return min(max(bytes.Count(body, []byte{'}'}), 1), len(body)/minEntry+1, lim.MaxBatch)
 }
+
+// minEntry is the length of the shortest entry, {"message":""}.
+const minEntry = len(`{"message":""}`)
 
 // fastParser reads JSON from b at i. Every method answers false for input
 // it does not handle, valid JSON or not.

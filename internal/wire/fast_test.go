@@ -113,6 +113,34 @@ func FuzzDecodeFast(f *testing.F) {
 	})
 }
 
+// TestEntryCount: the guess that sizes a batch's slice is never short for
+// what producers send (nested objects and braces inside strings only make
+// it high), and a body of braces cannot make it large: it stays within
+// one entry per shortest possible entry.
+func TestEntryCount(t *testing.T) {
+	lim := buildlog.Limits{}.WithDefaults()
+	for _, tc := range []struct {
+		body string
+		n    int // entries the body holds
+	}{
+		{`[{"message":"a"}]`, 1},
+		{`[{"message":"a"},{"message":"b","error_detail":{"x":{"y":1}}},{"message":"}"}]`, 3},
+		{"{\"message\":\"a\"}\n{\"message\":\"b\"}\n", 2},
+		{`[` + strings.Repeat(`{"timestamp":"2026-03-17T00:00:12Z","level":"info","message":"added 1432 packages"},`, 999) + `{"message":""}]`, 1000},
+	} {
+		if got := entryCount([]byte(tc.body), lim); got < tc.n || got > 3*tc.n {
+			t.Errorf("entryCount(%.40q…) = %d for %d entries", tc.body, got, tc.n)
+		}
+	}
+	braces := []byte(`[{"message":"` + strings.Repeat("}", 100000) + `"}]`)
+	if got, most := entryCount(braces, lim), len(braces)/minEntry+1; got > most {
+		t.Errorf("entryCount(braces) = %d, want at most %d", got, most)
+	}
+	if got := entryCount([]byte(strings.Repeat("}", 1<<20)), lim); got != lim.MaxBatch {
+		t.Errorf("entryCount(1 MiB of braces) = %d, want the batch limit %d", got, lim.MaxBatch)
+	}
+}
+
 // BenchmarkDecodeGeneral is DecodeBatch without the fast path, for
 // comparison with BenchmarkDecodeBatch (bench_test.go): the same body.
 func BenchmarkDecodeGeneral(b *testing.B) {
