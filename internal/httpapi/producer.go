@@ -155,8 +155,13 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// An idempotent append's fingerprint is of the entries as sent. When
+	// filling timestamps and masking cannot change them (every timestamp
+	// given, no secrets), it is taken from the stored encoding instead of
+	// encoding them twice.
 	var hash []byte
-	if first != nil {
+	fromTails := first != nil && len(b.Secrets) == 0 && timestamped(entries)
+	if first != nil && !fromTails {
 		hash = wire.HashEntries(entries)
 	}
 	now := a.nowUTC()
@@ -169,6 +174,9 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	maskSecrets(entries, b.Secrets)
 	start := time.Now()
 	batch := wire.NewBatch(entries, first, hash)
+	if fromTails {
+		batch.Hash = wire.HashTails(batch.Tails)
+	}
 	batch.Created = b.CreatedAt
 	if p.key != nil {
 		batch.KeyID = p.key.ID
@@ -186,6 +194,16 @@ func (a *API) appendLogs(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// timestamped reports whether every entry has its producer's timestamp.
+func timestamped(entries []buildlog.Entry) bool {
+	for i := range entries {
+		if entries[i].Timestamp == "" {
+			return false
+		}
+	}
+	return true
 }
 
 func clipHeader(s string) string {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,51 @@ func TestIdempotentRetry(t *testing.T) {
 		t.Fatalf("next_offset %d, want 6", n)
 	}
 	s.want(s.do("POST", path, adminKey, msgs(0, 1), "Buildlog-First-Offset", "x"), 400)
+}
+
+// TestIdempotentRetryFingerprints: a batch whose every timestamp the
+// producer gave, on a build without secrets, is fingerprinted from its
+// stored encoding, and any other from the entries as sent; either way a
+// retry is answered as the first time and a different batch at the same
+// offset is a conflict, whatever a secret masked or a timestamp filled.
+func TestIdempotentRetryFingerprints(t *testing.T) {
+	s := newServer(t)
+	stamped := func(msg string, n int) []map[string]any {
+		out := msgs(0, n)
+		for i := range out {
+			out[i]["message"] = msg + strconv.Itoa(i)
+			out[i]["timestamp"] = "2026-03-17T00:00:1" + strconv.Itoa(i) + "Z"
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		build   map[string]any
+		entries func(msg string) []map[string]any
+	}{
+		{"timestamps given", nil, func(msg string) []map[string]any { return stamped(msg, 3) }},
+		{"a timestamp filled", nil, func(msg string) []map[string]any {
+			e := stamped(msg, 3)
+			delete(e[1], "timestamp")
+			return e
+		}},
+		{"secrets masked", map[string]any{"secrets": []string{"hunter2"}}, func(msg string) []map[string]any {
+			return stamped("pw hunter2 "+msg, 3)
+		}},
+	} {
+		id := s.newBuild(tc.build)
+		path := "/v1/templates/builds/" + id + "/logs"
+		batch := map[string]any{"entries": tc.entries("a"), "first_offset": 0}
+		first := s.want(s.do("POST", path, adminKey, batch), 200).body
+		again := s.want(s.do("POST", path, adminKey, batch), 200).body
+		if string(first) != string(again) {
+			t.Errorf("%s: retry answered %s, first time %s", tc.name, again, first)
+		}
+		s.want(s.do("POST", path, adminKey, map[string]any{"entries": tc.entries("b"), "first_offset": 0}), 409)
+		if n := s.nextOffset(id); n != 3 {
+			t.Errorf("%s: next_offset %d after a retried batch of 3", tc.name, n)
+		}
+	}
 }
 
 // TestConcurrentAppendsOverHTTP sends appends to one build from several

@@ -130,3 +130,14 @@ func BenchmarkChunkLines(b *testing.B) {
 		c.Lines(func(uint64, []byte) bool { return true })
 	}
 }
+
+// BenchmarkHashTails is the same fingerprint taken from the stored
+// encoding (a batch whose timestamps the producer gave).
+func BenchmarkHashTails(b *testing.B) {
+	batch := wire.NewBatch(typicalEntries(b), nil, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += benchBatch {
+		wire.HashTails(batch.Tails)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -158,11 +159,29 @@ func HashEntries(entries []buildlog.Entry) []byte {
 	var buf []byte
 	for i := range entries {
 		buf = AppendEntryTail(buf[:0], &entries[i])
-		h.Write(buf)
-		h.Write([]byte{'\n'})
+		hashLine(h, buf)
 	}
 	return h.Sum(nil)
 }
+
+// HashTails is HashEntries of the entries tails were encoded from
+// (Batch.Tails): the same fingerprint without encoding them again, for a
+// batch whose every timestamp the producer gave and that masking did not
+// change.
+func HashTails(tails [][]byte) []byte {
+	h := sha256.New()
+	for _, t := range tails {
+		hashLine(h, t)
+	}
+	return h.Sum(nil)
+}
+
+func hashLine(h hash.Hash, tail []byte) {
+	h.Write(tail)
+	h.Write(newline)
+}
+
+var newline = []byte{'\n'}
 
 // NewBatch encodes entries for storage. Timestamps must be filled.
 func NewBatch(entries []buildlog.Entry, firstOffset *uint64, hash []byte) *buildlog.Batch {
