@@ -137,6 +137,25 @@ func TestEncodingEscapes(t *testing.T) {
 	}
 }
 
+// TestStringEscapesAtEveryPosition: appendString skips plain ASCII a
+// word at a time, so each character it must treat is tried at every
+// position of the words around it, and the stored spelling (which
+// fingerprints and stored lines depend on) must be exactly the same.
+func TestStringEscapesAtEveryPosition(t *testing.T) {
+	for c, esc := range map[string]string{
+		`"`: `\"`, `\`: `\\`, "\n": `\n`, "\r": `\r`, "\t": `\t`, "\x01": `\u0001`, "\x1f": `\u001f`,
+		"\x7f": "\x7f", " ": " ", "~": "~", "é": "é", "\xff": `\ufffd`, "\u2028": `\u2028`, "\u2029": `\u2029`, "🚀": "🚀",
+	} {
+		for k := range 18 {
+			s := strings.Repeat("a", k) + c + strings.Repeat("b", 17-k)
+			want := `"` + strings.Repeat("a", k) + esc + strings.Repeat("b", 17-k) + `"`
+			if got := string(wire.AppendString(nil, s)); got != want {
+				t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
+			}
+		}
+	}
+}
+
 func TestNewBuildValidation(t *testing.T) {
 	bad := map[string]string{
 		`{"build_id":"-x"}`:                         "build_id",

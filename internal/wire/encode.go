@@ -93,6 +93,21 @@ func appendRaw(dst []byte, key string, v json.RawMessage) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain8 reports whether all eight bytes of s (len(s) >= 8) are ASCII that
+// a JSON string holds as it is: none below 0x20, no quote, no backslash.
+// Once no byte has its high bit set, the borrow tests below are exact.
+func plain8(s string) bool {
+	v := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := (v - 0x20*ones) & ^v & highs // a byte < 0x20
+	q := v ^ '"'*ones
+	quote := (q - ones) & ^q & highs
+	b := v ^ '\\'*ones
+	backslash := (b - ones) & ^b & highs
+	return (v&highs)|below|quote|backslash == 0
+}
+
 // appendString appends s as a JSON string. Control characters are escaped, so
 // an entry never spans lines (SSE data lines and NDJSON depend on it); HTML
 // characters are not, unlike encoding/json, since no output is HTML. Invalid
@@ -101,6 +116,13 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Most of a log line is plain ASCII: skip it a word at a time.
+		for i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
