@@ -115,13 +115,18 @@ func plain8(s string) bool {
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
+	// Most of a log line is plain ASCII: it is skipped a word at a time.
+	// A word that is not plain holds a byte that needs care within its
+	// eight, so they are taken one at a time before words are tried again.
+	next := 0
 	for i := 0; i < len(s); {
-		// Most of a log line is plain ASCII: skip it a word at a time.
-		for i+8 <= len(s) && plain8(s[i:i+8]) {
-			i += 8
-		}
-		if i == len(s) {
-			break
+		if i >= next {
+			for i+8 <= len(s) && plain8(s[i:i+8]) {
+				i += 8
+			}
+			if next = i + 8; i == len(s) {
+				break
+			}
 		}
 		c := s[i]
 		if c < utf8.RuneSelf {
