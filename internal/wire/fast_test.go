@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"buildlog"
 )
@@ -161,4 +162,31 @@ func BenchmarkDecodeGeneral(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzValidTimestamp: the fast check of the usual form never takes what
+// time.Parse refuses, and validTimestamp as a whole answers as time.Parse.
+func FuzzValidTimestamp(f *testing.F) {
+	for _, s := range []string{
+		"2026-03-17T00:00:12Z", "2026-03-17T00:00:12.345678Z", "2026-03-17T00:00:12.5+02:00", "2024-02-29T23:59:59Z",
+		"2023-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-04-31T00:00:00Z", "2026-03-17T24:00:00Z", "2026-03-17T00:60:00Z",
+		"2026-03-17T00:00:60Z", "2026-03-17t00:00:12z", "2026-03-17 00:00:12Z", "2026-03-17T00:00:12.Z", "2026-03-17T00:00:12,5Z",
+		"0000-01-01T00:00:00Z", "1900-02-29T00:00:00Z", "2000-02-29T00:00:00Z", "+2026-03-17T00:00:12Z", "2026-03-17T00:00:12.0000000000001Z", "",
+	} {
+		f.Add(s)
+	}
+	for _, s := range []string{"2026-03-17T00:00:12Z", "2026-03-17T00:00:12.345678Z", "2024-02-29T23:59:59Z", "2000-02-29T00:00:00.5Z"} {
+		if !utcTimestamp(s) {
+			f.Fatalf("utcTimestamp(%q) = false: the usual form is left to time.Parse", s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, err := time.Parse(time.RFC3339Nano, s)
+		if utcTimestamp(s) && err != nil {
+			t.Fatalf("utcTimestamp(%q) took what time.Parse refuses: %v", s, err)
+		}
+		if validTimestamp(s) != (err == nil) {
+			t.Fatalf("validTimestamp(%q) = %v, time.Parse: %v", s, validTimestamp(s), err)
+		}
+	})
 }
