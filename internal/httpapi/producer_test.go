@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -131,8 +130,8 @@ func TestIdempotentRetryFingerprints(t *testing.T) {
 	stamped := func(msg string, n int) []map[string]any {
 		out := msgs(0, n)
 		for i := range out {
-			out[i]["message"] = msg + strconv.Itoa(i)
-			out[i]["timestamp"] = "2026-03-17T00:00:1" + strconv.Itoa(i) + "Z"
+			out[i]["message"] = fmt.Sprint(msg, i)
+			out[i]["timestamp"] = fmt.Sprintf("2026-03-17T00:00:1%dZ", i)
 		}
 		return out
 	}
